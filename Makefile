@@ -1,0 +1,82 @@
+# Sentinel Lab: every target sets up what it needs first, so each works on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION ?= 3.11
+UV_VERSION ?= 0.13.8
+VENV := .venv
+PY := $(VENV)/bin/python
+SENTINEL := $(VENV)/bin/sentinel
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+NATIVE_SOURCES := $(shell find native -path native/target -prune -o -path native/fuzz -prune -o -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' \) -print 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: help setup lock demo dev test test-python test-native bench lint fmt fuzz kafka-up kafka-down clean
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+
+# The environment is rebuilt only when the lock or the project changes (quick when nothing did).
+$(VENV)/.synced: pyproject.toml constraints.txt | $(UV)
+	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON_VERSION) $(VENV)
+	$(UV) pip install --quiet --python $(PY) -r constraints.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+# The Rhai engine (native/), a release build installed into the venv.
+$(VENV)/.native: $(NATIVE_SOURCES) $(VENV)/.synced
+	@if [ -f native/Cargo.toml ]; then \
+	  echo "building native/ (release) ..."; \
+	  rm -rf native/target/wheels; \
+	  (cd native && ../$(PY) -m maturin build --release --quiet -o target/wheels) && \
+	  $(UV) pip install --quiet --python $(PY) --reinstall --no-deps native/target/wheels/*.whl; \
+	fi
+	@touch $@
+
+setup: $(VENV)/.synced $(VENV)/.native ## create .venv with the pinned stack and the native engine
+
+lock: | $(UV) ## re-resolve constraints.txt from pyproject.toml
+	$(UV) pip compile --quiet --python-version $(PYTHON_VERSION) pyproject.toml --extra dev -o constraints.txt
+
+demo: setup ## broker up, topics, replay a mixed scenario, summary
+	$(SENTINEL) demo
+
+dev: setup kafka-up ## start the broker for development (more services join as they land)
+	$(SENTINEL) topics create
+
+test: setup test-native test-python ## the whole suite; starts the broker itself
+
+test-python: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-native: setup
+	@if [ -f native/Cargo.toml ]; then cd native && cargo test --quiet --release; fi
+
+bench: setup ## benchmarks; results go to docs/PERFORMANCE.md
+	$(PY) -m bench
+
+lint: setup ## ruff, mypy on sentinel/, cargo fmt + clippy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	@if [ -f native/Cargo.toml ]; then cd native && cargo fmt --check && cargo clippy --release --all-targets -- -D warnings; fi
+
+fmt: setup ## apply ruff and cargo formatting
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	@if [ -f native/Cargo.toml ]; then cd native && cargo fmt; fi
+
+fuzz: setup ## bounded fuzzing of the rule engine
+	$(PY) -m pytest tests/native -k fuzz --hypothesis-profile=fuzz
+
+kafka-up: setup ## start the embedded broker (idempotent)
+	$(SENTINEL) kafka up
+
+kafka-down: ## stop the embedded broker (data kept)
+	@if [ -x $(SENTINEL) ]; then $(SENTINEL) kafka down; fi
+
+clean: kafka-down ## remove .venv, .state and build outputs (keeps .cache)
+	rm -rf $(VENV) .state native/target .pytest_cache .ruff_cache .mypy_cache

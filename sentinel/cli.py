@@ -1,0 +1,330 @@
+"""The `sentinel` command: the embedded broker, topics, contracts and scenario replay.
+
+Each sub-command only wires settings to library code; `sentinel COMMAND --help` documents it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from sentinel.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="sentinel",
+    help="Sentinel Lab: security telemetry platform. Configure with SENTINEL_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(help="The embedded Kafka broker (KRaft, one node).", no_args_is_help=True)
+topics_app = typer.Typer(help="The contract topics.", no_args_is_help=True)
+contracts_app = typer.Typer(help="The message contracts (JSON Schemas).", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+app.add_typer(contracts_app, name="contracts")
+
+# Piped output (CI logs, tests) is not cut at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for problem in exc.errors():
+            field = ".".join(str(p) for p in problem["loc"])
+            err.print(f"[red]configuration error[/]: SENTINEL_{field.upper()}: {problem['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _broker() -> Any:
+    from sentinel.kafka import EmbeddedBroker
+
+    return EmbeddedBroker(_settings(), say=lambda line: err.print(line, highlight=False))
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error[/]: {message}", highlight=False)
+    return typer.Exit(code)
+
+
+# ------------------------------------------------------------------ kafka
+@kafka_app.command("up")
+def kafka_up(
+    reset: Annotated[bool, typer.Option("--reset", help="wipe broker data before starting")] = False,
+) -> None:
+    """Start the embedded broker (reuses a running one) and wait until it answers metadata."""
+    from sentinel.kafka import BrokerError
+
+    try:
+        status = _broker().start(reset=reset)
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    out.print(status.describe(), highlight=False)
+
+
+@kafka_app.command("down")
+def kafka_down(
+    reset: Annotated[bool, typer.Option("--reset", help="also wipe broker data")] = False,
+) -> None:
+    """Stop the broker this project started (its pid file); data is kept unless --reset."""
+    from sentinel.kafka import BrokerError
+
+    broker = _broker()
+    if not broker.settings.kafka_embedded:
+        out.print(f"external cluster at {broker.settings.kafka_bootstrap}: nothing to stop")
+        return
+    stopped = broker.stop()
+    if not stopped:
+        out.print("no broker started by this project is running")
+    if reset:
+        try:
+            broker.reset()
+        except BrokerError as exc:
+            raise _fail(str(exc)) from None
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the broker runs. Exit code: 0 running or external, 3 stopped, 1 unresponsive."""
+    status = _broker().status()
+    out.print(status.describe(), highlight=False)
+    raise typer.Exit({"running": 0, "external": 0, "stopped": 3}.get(status.state, 1))
+
+
+@kafka_app.command("logs")
+def kafka_logs(
+    lines: Annotated[int, typer.Option("-n", "--lines", help="lines to show")] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing new lines")] = False,
+) -> None:
+    """Print where the broker logs are and their last lines."""
+    broker = _broker()
+    err.print(f"logs: {broker.logs_dir}", highlight=False)
+    sys.stdout.write(broker.tail(lines) + "\n")
+    sys.stdout.flush()
+    if follow:
+        with broker.log_file.open() as fh:
+            fh.seek(0, 2)
+            while True:
+                line = fh.readline()
+                if line:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
+
+
+# ----------------------------------------------------------------- topics
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the contract topics that are missing (idempotent)."""
+    from kafka.errors import KafkaError
+
+    from sentinel.kafka import contract_topics, create_topics
+    from sentinel.kafka.clients import admin_client
+
+    settings = _settings()
+    try:
+        admin = admin_client(settings)
+    except KafkaError as exc:
+        raise _fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    try:
+        created, present = create_topics(admin, contract_topics(settings))
+    finally:
+        admin.close()
+    for name in created:
+        out.print(f"created  {name}")
+    for name in present:
+        out.print(f"exists   {name}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the contract topics: partitions, key, value and topic-level configs."""
+    from kafka.errors import KafkaError
+
+    from sentinel.kafka import contract_topics, describe_topics
+    from sentinel.kafka.topics import message_counts
+    from sentinel.kafka.clients import admin_client
+
+    settings = _settings()
+    specs = contract_topics(settings)
+    try:
+        admin = admin_client(settings)
+    except KafkaError as exc:
+        raise _fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    try:
+        states = {s.name: s for s in describe_topics(admin, [t.name for t in specs])}
+    finally:
+        admin.close()
+    counts = message_counts(settings, list(states))
+    table = Table("topic", "partitions", "messages", "key", "value", "config")
+    for spec in specs:
+        state = states.get(spec.name)
+        table.add_row(
+            spec.name,
+            str(state.partitions) if state else "[red]missing[/]",
+            f"{counts.get(spec.name, 0):,}" if state else "",
+            spec.key,
+            spec.value,
+            ", ".join(f"{k}={v}" for k, v in sorted(state.config.items())) if state else "",
+        )
+    out.print(table)
+    if len(states) < len(specs):
+        err.print("some topics are missing: run `sentinel topics create`")
+        raise typer.Exit(1)
+
+
+# -------------------------------------------------------------- contracts
+@contracts_app.command("validate")
+def contracts_validate(
+    file: Annotated[Path, typer.Argument(help="a JSON Lines file", exists=True, dir_okay=False)],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="contract for every line (event, alert, rule-pack, triage); "
+                     "default: each line's `schema` field"),
+    ] = None,
+    max_errors: Annotated[int, typer.Option(help="bad lines to print at most")] = 1000,
+) -> None:
+    """Validate every line of FILE; print each bad line (number, field, reason); exit 1 if any."""
+    from sentinel.contracts import KINDS, validate_jsonl
+
+    if kind is not None and kind not in KINDS:
+        raise _fail(f"unknown contract '{kind}'; choose one of: {', '.join(KINDS)}", 2)
+    started = time.perf_counter()
+    report = validate_jsonl(file, kind, max_errors=max_errors)
+    elapsed = time.perf_counter() - started
+    for error in report.errors:
+        out.print(f"{file}:{error}", highlight=False, markup=False)
+    if report.bad > len(report.errors):
+        out.print(f"... and {report.bad - len(report.errors)} more bad lines")
+    rate = report.lines / elapsed if elapsed else 0.0
+    summary = (
+        f"{report.lines:,} lines: {report.valid:,} valid, {report.bad:,} bad "
+        f"({elapsed:.2f}s, {rate:,.0f} lines/s)"
+    )
+    (err if report.bad else out).print(summary, highlight=False)
+    if report.bad:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------- replay
+def _parse_start(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    if value == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not an ISO 8601 time or 'now'") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def replay(
+    scenario: Annotated[str, typer.Option(help="baseline, an attack name, or mixed")] = "mixed",
+    count: Annotated[int, typer.Option(min=1, help="events to produce")] = 10_000,
+    rate: Annotated[
+        float | None, typer.Option(min=1, help="offered load in events/s (default: as fast as possible)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 0,
+    hosts: Annotated[int, typer.Option(min=1, help="hosts in the simulated fleet")] = 20,
+    start: Annotated[
+        str | None, typer.Option(help="event time of the first event (ISO 8601) or 'now'")
+    ] = None,
+    malformed: Annotated[
+        int, typer.Option(min=0, help="malformed records to mix in (for dead-letter tests)")
+    ] = 0,
+    to: Annotated[
+        Path | None, typer.Option("--to", help="write JSON Lines here instead of producing")
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="topic (default sentinel.events.v1)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Generate a scenario's events and produce them to Kafka (key = host id), or write a file."""
+    from agents.replay import replay_to_kafka, write_jsonl
+    from agents.scenarios import SCENARIOS, UnknownScenarioError
+    from sentinel.kafka import EVENTS
+    from sentinel.progress import progress_reporter
+
+    if scenario not in SCENARIOS:
+        raise _fail(f"unknown scenario '{scenario}'; choose one of: {', '.join(SCENARIOS)}", 2)
+    try:
+        records = _scenario_records(scenario, count, seed, hosts, _parse_start(start), malformed)
+    except UnknownScenarioError as exc:
+        raise _fail(str(exc), 2) from None
+    total = count + malformed
+    with progress_reporter(f"replay {scenario}", total, enabled=not quiet) as progress:
+        if to is not None:
+            summary = write_jsonl(records, to, progress=progress)
+        else:
+            from kafka.errors import KafkaError
+
+            settings = _settings()
+            try:
+                summary = replay_to_kafka(
+                    records, settings, topic or EVENTS, rate=rate, progress=progress
+                )
+            except (KafkaError, OSError) as exc:
+                raise _fail(
+                    f"cannot produce to {settings.kafka_bootstrap}: {exc!r}. "
+                    "Is the broker up? (sentinel kafka up)"
+                ) from None
+    out.print(summary.describe(), highlight=False)
+    kinds = ", ".join(f"{k}={v:,}" for k, v in sorted(summary.by_kind.items()))
+    out.print(f"by kind: {kinds}", highlight=False)
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+def _scenario_records(
+    scenario: str, count: int, seed: int, hosts: int, start: datetime | None, malformed: int
+) -> Any:
+    """The scenario's events, with `malformed` bad records spread evenly through them."""
+    from agents.scenarios import generate, malformed_records
+
+    kwargs: dict[str, Any] = {"seed": seed, "hosts": hosts}
+    if start is not None:
+        kwargs["start"] = start
+    events = generate(scenario, count, **kwargs)
+    if not malformed:
+        return events
+    bad = malformed_records(malformed, seed=seed)
+    every = max(1, count // (malformed + 1))
+
+    def mixed() -> Any:
+        pending = iter(bad)
+        for i, event in enumerate(events, start=1):
+            yield event
+            if i % every == 0:
+                record = next(pending, None)
+                if record is not None:
+                    yield record
+        yield from pending
+
+    return mixed()
+
+
+def main() -> None:
+    from sentinel.logs import configure_logging
+
+    try:
+        configure_logging(get_settings())
+    except ValidationError:
+        pass  # reported by the command itself, with the variable's name
+    app()
+
+
+if __name__ == "__main__":
+    main()

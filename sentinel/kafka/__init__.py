@@ -1,0 +1,30 @@
+"""Kafka helpers: the embedded broker, the contract topics and client factories."""
+
+from sentinel.kafka.broker import BrokerError, BrokerStatus, EmbeddedBroker, answers_metadata
+from sentinel.kafka.topics import (
+    ALERTS,
+    ALERTS_TRIAGED,
+    EVENTS,
+    EVENTS_DLQ,
+    RULES,
+    TopicSpec,
+    contract_topics,
+    create_topics,
+    describe_topics,
+)
+
+__all__ = [
+    "ALERTS",
+    "ALERTS_TRIAGED",
+    "EVENTS",
+    "EVENTS_DLQ",
+    "RULES",
+    "BrokerError",
+    "BrokerStatus",
+    "EmbeddedBroker",
+    "TopicSpec",
+    "answers_metadata",
+    "contract_topics",
+    "create_topics",
+    "describe_topics",
+]

@@ -1,0 +1,92 @@
+"""Typed configuration from `SENTINEL_*` environment variables: the one place that reads them.
+
+Nothing here runs at import time; call `get_settings()` (or build `Settings(...)` in tests) and
+pass the object down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED_BOOTSTRAP = "127.0.0.1:9092"
+
+
+class Settings(BaseSettings):
+    """Every knob of the embedded stack. Defaults point at the embedded services under `.state/`."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
+
+    # --- paths
+    state_dir: Path = Field(PROJECT_ROOT / ".state", description="runtime state of the stack")
+    cache_dir: Path = Field(PROJECT_ROOT / ".cache", description="downloaded jars, build caches")
+
+    # --- Kafka
+    kafka_bootstrap: str = Field(EMBEDDED_BOOTSTRAP, description="bootstrap servers, comma-separated")
+    kafka_external: bool = Field(
+        False, description="never manage a broker, even when the bootstrap is on loopback"
+    )
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version of the embedded broker")
+    kafka_controller_port: int | None = Field(
+        None, description="KRaft controller port of the embedded broker (default: broker port + 1)"
+    )
+    kafka_heap: str = Field("768m", description="JVM heap (-Xmx) of the embedded broker")
+    kafka_start_timeout_s: float = Field(90.0, gt=0)
+    kafka_partitions: int = Field(6, ge=1, description="partitions of the event and alert topics")
+    kafka_client_id: str = "sentinel"
+
+    # --- logging
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"'{server}' is not host:port (SENTINEL_KAFKA_BOOTSTRAP)")
+        return value
+
+    # --- derived
+    @property
+    def kafka_state_dir(self) -> Path:
+        return self.state_dir / "kafka"
+
+    @property
+    def kafka_embedded(self) -> bool:
+        """True when this project manages the broker: one loopback server and not marked external."""
+        servers = [s.strip() for s in self.kafka_bootstrap.split(",")]
+        if self.kafka_external or len(servers) != 1:
+            return False
+        host = servers[0].rpartition(":")[0].strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def kafka_host(self) -> str:
+        return self.kafka_bootstrap.split(",")[0].strip().rpartition(":")[0].strip("[]")
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+    @property
+    def kafka_controller(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
