@@ -53,8 +53,8 @@ class ReplaySummary:
 
 def traceparent() -> bytes:
     """A fresh W3C trace context (version 00, sampled): each replayed event starts a trace."""
-    bits = _trace_rng.getrandbits(192)
-    return f"00-{bits >> 64:032x}-{bits & 0xFFFFFFFFFFFFFFFF:016x}-01".encode()
+    hexed = _trace_rng.randbytes(24).hex()
+    return f"00-{hexed[:32]}-{hexed[32:]}-01".encode()
 
 
 def encode(record: Record) -> tuple[bytes | None, bytes, str]:
@@ -98,6 +98,7 @@ async def _replay(
     try:
         partitions = sorted(await producer.partitions_for(topic))
         partitioner = DefaultPartitioner()
+        partition_of: dict[bytes, int] = {}  # murmur2 in pure Python: once per key, not per record
         open_batches: dict[int, tuple[Any, int]] = {}  # partition -> (batch, records in it)
         in_flight: list[tuple[asyncio.Future[Any], int]] = []
 
@@ -110,11 +111,12 @@ async def _replay(
         last_flush = started = time.perf_counter()
         for record in records:
             key, value, kind = encode(record)
-            partition = (
-                partitioner(key, partitions, partitions)
-                if key is not None
-                else partitions[summary.sent % len(partitions)]
-            )
+            if key is None:
+                partition = partitions[summary.sent % len(partitions)]
+            else:
+                partition = partition_of.get(key, -1)
+                if partition < 0:
+                    partition = partition_of[key] = partitioner(key, partitions, partitions)
             headers = [("traceparent", traceparent())]
             entry = open_batches.get(partition)
             if entry is None:

@@ -50,7 +50,7 @@ def private_env(tmp_path: Path, kafka: Settings) -> Iterator[dict[str, str]]:
 
 def sentinel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sentinel.cli", *args],
+        [str(Path(sys.executable).parent / "sentinel"), *args],
         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
     )
 
