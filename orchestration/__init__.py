@@ -1,0 +1,1 @@
+"""Dagster orchestration of the lake, features, models and evaluations."""
