@@ -126,7 +126,9 @@ async def _replay(
                 entry = open_batches[partition] = (producer.create_batch(), 0)
                 if entry[0].append(key=key, value=value, timestamp=None, headers=headers) is None:
                     summary.errors += 1
-                    summary.first_error = summary.first_error or f"record of {len(value)} bytes too large"
+                    summary.first_error = (
+                        summary.first_error or f"record of {len(value)} bytes too large"
+                    )
                     continue
             open_batches[partition] = (entry[0], entry[1] + 1)
             summary.sent += 1

@@ -32,10 +32,24 @@ def run(count: int) -> list[Result]:
         file_rate = count / (time.perf_counter() - started)
     assert report.bad == 0, report.errors[:3]
     return [
-        Result("contracts", "validate(event) on dicts, best of 3", best, "events/s",
-               f">= {TARGET:,}/s/core", best >= TARGET, f"{count:,} mixed events"),
-        Result("contracts", "JSON Lines: parse + validate", file_rate, "lines/s",
-               f">= {TARGET:,}/s/core", file_rate >= TARGET, "orjson + jsonschema-rs"),
+        Result(
+            "contracts",
+            "validate(event) on dicts, best of 3",
+            best,
+            "events/s",
+            f">= {TARGET:,}/s/core",
+            best >= TARGET,
+            f"{count:,} mixed events",
+        ),
+        Result(
+            "contracts",
+            "JSON Lines: parse + validate",
+            file_rate,
+            "lines/s",
+            f">= {TARGET:,}/s/core",
+            file_rate >= TARGET,
+            "orjson + jsonschema-rs",
+        ),
     ]
 
 

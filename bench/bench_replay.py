@@ -36,13 +36,27 @@ def run(count: int, settings: Settings) -> list[Result]:
     summary = replay_to_kafka(generate("mixed", count, seed=21), settings, topic)
     assert summary.errors == 0, summary.first_error
     return [
-        Result("replay", "scenario generation (mixed)", gen_rate, "events/s", "", None,
-               "agents.scenarios.generate"),
-        Result("replay", "generation + JSON encoding", gen_encode_rate, "events/s", "", None,
-               "orjson"),
-        Result("replay", "replay to the local broker", summary.rate, "events/s",
-               f">= {TARGET:,}/s", summary.rate >= TARGET,
-               f"{count:,} events, {settings.kafka_partitions} partitions, acks=all, idempotent"),
+        Result(
+            "replay",
+            "scenario generation (mixed)",
+            gen_rate,
+            "events/s",
+            "",
+            None,
+            "agents.scenarios.generate",
+        ),
+        Result(
+            "replay", "generation + JSON encoding", gen_encode_rate, "events/s", "", None, "orjson"
+        ),
+        Result(
+            "replay",
+            "replay to the local broker",
+            summary.rate,
+            "events/s",
+            f">= {TARGET:,}/s",
+            summary.rate >= TARGET,
+            f"{count:,} events, {settings.kafka_partitions} partitions, acks=all, idempotent",
+        ),
     ]
 
 

@@ -42,27 +42,40 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, check=False).stdout.strip()
-    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"commit {commit or '?'}")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"commit {commit or '?'}"
+    )
 
 
 def write_section(name: str, command: str, results: list[Result], notes: str = "") -> None:
     """Replace (or append) the generated section `name` of docs/PERFORMANCE.md."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = "\n".join([
-        begin,
-        f"Command: `{command}` — run {stamp} on {machine()}.",
-        "",
-        "| benchmark | metric | result | target | met | note |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *(r.row() for r in results),
-        *(["", notes] if notes else []),
-        end,
-    ])
+    body = "\n".join(
+        [
+            begin,
+            f"Command: `{command}` — run {stamp} on {machine()}.",
+            "",
+            "| benchmark | metric | result | target | met | note |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(r.row() for r in results),
+            *(["", notes] if notes else []),
+            end,
+        ]
+    )
     text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else "# Performance\n"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body + "\n"
+    text = (
+        pattern.sub(lambda _: body, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + body + "\n"
+    )
     PERFORMANCE_MD.write_text(text)

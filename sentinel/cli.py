@@ -5,6 +5,7 @@ Each sub-command only wires settings to library code; `sentinel COMMAND --help` 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from datetime import UTC, datetime
@@ -61,7 +62,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 # ------------------------------------------------------------------ kafka
 @kafka_app.command("up")
 def kafka_up(
-    reset: Annotated[bool, typer.Option("--reset", help="wipe broker data before starting")] = False,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="wipe broker data before starting")
+    ] = False,
 ) -> None:
     """Start the embedded broker (reuses a running one) and wait until it answers metadata."""
     from sentinel.kafka import BrokerError
@@ -154,8 +157,8 @@ def topics_list() -> None:
     from kafka.errors import KafkaError
 
     from sentinel.kafka import contract_topics, describe_topics
-    from sentinel.kafka.topics import message_counts
     from sentinel.kafka.clients import admin_client
+    from sentinel.kafka.topics import message_counts
 
     settings = _settings()
     specs = contract_topics(settings)
@@ -191,8 +194,10 @@ def contracts_validate(
     file: Annotated[Path, typer.Argument(help="a JSON Lines file", exists=True, dir_okay=False)],
     kind: Annotated[
         str | None,
-        typer.Option(help="contract for every line (event, alert, rule-pack, triage); "
-                     "default: each line's `schema` field"),
+        typer.Option(
+            help="contract for every line (event, alert, rule-pack, triage); "
+            "default: each line's `schema` field"
+        ),
     ] = None,
     max_errors: Annotated[int, typer.Option(help="bad lines to print at most")] = 1000,
 ) -> None:
@@ -236,7 +241,8 @@ def replay(
     scenario: Annotated[str, typer.Option(help="baseline, an attack name, or mixed")] = "mixed",
     count: Annotated[int, typer.Option(min=1, help="events to produce")] = 10_000,
     rate: Annotated[
-        float | None, typer.Option(min=1, help="offered load in events/s (default: as fast as possible)")
+        float | None,
+        typer.Option(min=1, help="offered load in events/s (default: as fast as possible)"),
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 0,
     hosts: Annotated[int, typer.Option(min=1, help="hosts in the simulated fleet")] = 20,
@@ -318,7 +324,9 @@ def _scenario_records(
 
 @app.command()
 def demo(
-    count: Annotated[int, typer.Option(min=1, help="events of the mixed scenario to replay")] = 50_000,
+    count: Annotated[
+        int, typer.Option(min=1, help="events of the mixed scenario to replay")
+    ] = 50_000,
     seed: Annotated[int, typer.Option(help="scenario seed")] = 7,
     keep_running: Annotated[
         bool, typer.Option(help="leave a broker this command started running afterwards")
@@ -347,8 +355,18 @@ def demo(
         out.print(f"created: {', '.join(created) or '-'}; already there: {len(present)}")
         before = message_counts(settings, [EVENTS]).get(EVENTS, 0)
         out.rule(f"3. replay scenario 'mixed' ({count:,} events, seed {seed})")
-        replay(scenario="mixed", count=count, rate=None, seed=seed, hosts=20, start="now",
-               malformed=0, to=None, topic=None, quiet=False)
+        replay(
+            scenario="mixed",
+            count=count,
+            rate=None,
+            seed=seed,
+            hosts=20,
+            start="now",
+            malformed=0,
+            to=None,
+            topic=None,
+            quiet=False,
+        )
         after = message_counts(settings, [EVENTS]).get(EVENTS, 0)
         out.rule("4. summary")
         table = Table("what", "value")
@@ -369,10 +387,9 @@ def demo(
 def main() -> None:
     from sentinel.logs import configure_logging
 
-    try:
+    # A bad setting is reported by the command itself, with the variable's name.
+    with contextlib.suppress(ValidationError):
         configure_logging(get_settings())
-    except ValidationError:
-        pass  # reported by the command itself, with the variable's name
     app()
 
 

@@ -127,7 +127,9 @@ def kind_of(obj: Any, default: str | None = None) -> str | None:
     return default
 
 
-def iter_jsonl_errors(path: Path, kind: str | None = None) -> Iterator[tuple[int, LineError | None]]:
+def iter_jsonl_errors(
+    path: Path, kind: str | None = None
+) -> Iterator[tuple[int, LineError | None]]:
     """For each non-blank line of a JSON Lines file: (line number, None or its first error)."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
@@ -140,8 +142,11 @@ def iter_jsonl_errors(path: Path, kind: str | None = None) -> Iterator[tuple[int
                 continue
             line_kind = kind or kind_of(obj)
             if line_kind is None:
-                yield number, LineError(
-                    number, "schema", "no known contract in 'schema' (use --kind to force one)"
+                yield (
+                    number,
+                    LineError(
+                        number, "schema", "no known contract in 'schema' (use --kind to force one)"
+                    ),
                 )
                 continue
             try:
@@ -152,7 +157,9 @@ def iter_jsonl_errors(path: Path, kind: str | None = None) -> Iterator[tuple[int
             yield number, None
 
 
-def validate_jsonl(path: Path, kind: str | None = None, max_errors: int | None = None) -> FileReport:
+def validate_jsonl(
+    path: Path, kind: str | None = None, max_errors: int | None = None
+) -> FileReport:
     """Validate a JSON Lines file; the report keeps every bad line (up to `max_errors`)."""
     report = FileReport(path)
     for _, error in iter_jsonl_errors(path, kind):

@@ -27,8 +27,12 @@ def progress_reporter(
         return
     if sys.stderr.isatty():
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
             transient=True,
         ) as bar:
             task = bar.add_task(label, total=total, rate="")

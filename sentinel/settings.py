@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(PROJECT_ROOT / ".cache", description="downloaded jars, build caches")
 
     # --- Kafka
-    kafka_bootstrap: str = Field(EMBEDDED_BOOTSTRAP, description="bootstrap servers, comma-separated")
+    kafka_bootstrap: str = Field(
+        EMBEDDED_BOOTSTRAP, description="bootstrap servers, comma-separated"
+    )
     kafka_external: bool = Field(
         False, description="never manage a broker, even when the bootstrap is on loopback"
     )

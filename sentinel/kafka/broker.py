@@ -6,6 +6,7 @@ this project does not manage (`Settings.kafka_embedded` is false), nothing here 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -147,9 +148,14 @@ class EmbeddedBroker:
         started = time.monotonic()
         with resources.as_file(resources.files("sentinel.kafka") / "pom.xml") as pom:
             cmd = [
-                mvn, "-B", "-q", "-f", str(pom),
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
                 f"-Dkafka.version={self.settings.kafka_version}",
-                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
                 f"-DoutputDirectory={tmp}",
             ]
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -221,8 +227,16 @@ class EmbeddedBroker:
         java = self._java()
         cluster_id = _kafka_uuid()
         cmd = [
-            java, "-cp", self._classpath(), STORAGE_TOOL, "format", "--standalone",
-            "-t", cluster_id, "-c", str(self.properties_file),
+            java,
+            "-cp",
+            self._classpath(),
+            STORAGE_TOOL,
+            "format",
+            "--standalone",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.properties_file),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -240,7 +254,9 @@ class EmbeddedBroker:
     def start(self, *, reset: bool = False) -> BrokerStatus:
         """Start the broker unless ours already runs; return once it answers metadata."""
         if not self.settings.kafka_embedded:
-            self.say(f"SENTINEL_KAFKA_BOOTSTRAP={self.settings.kafka_bootstrap}: using that cluster")
+            self.say(
+                f"SENTINEL_KAFKA_BOOTSTRAP={self.settings.kafka_bootstrap}: using that cluster"
+            )
             return BrokerStatus("external", self.settings.kafka_bootstrap)
         if reset:
             self.stop()
@@ -263,15 +279,27 @@ class EmbeddedBroker:
             self.format_storage()
         with resources.as_file(resources.files("sentinel.kafka") / "log4j2.properties") as log4j:
             cmd = [
-                java, f"-Xmx{self.settings.kafka_heap}", "-Xms256m", "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.logs_dir}",
-                "-cp", self._classpath(), MAIN_CLASS, str(self.properties_file),
+                java,
+                f"-Xmx{self.settings.kafka_heap}",
+                "-Xms256m",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}",
+                f"-Dkafka.logs.dir={self.logs_dir}",
+                "-cp",
+                self._classpath(),
+                MAIN_CLASS,
+                str(self.properties_file),
             ]
             stdout = (self.logs_dir / "stdout.log").open("ab")
             proc = subprocess.Popen(
-                cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.home,
+                cmd,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.home,
             )
             stdout.close()
         self.pid_file.write_text(f"{proc.pid}\n")
@@ -331,10 +359,8 @@ class EmbeddedBroker:
 
 
 def _alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap our own child if it exited
-    except ChildProcessError:
-        pass
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
     except (OSError, IndexError):

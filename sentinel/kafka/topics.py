@@ -28,13 +28,23 @@ def contract_topics(settings: Settings) -> list[TopicSpec]:
     week = str(7 * 24 * 3600 * 1000)
     return [
         TopicSpec(EVENTS, n, {"retention.ms": week}, "host id", "event"),
-        TopicSpec(EVENTS_DLQ, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}, "original key",
-                  "original bytes"),
+        TopicSpec(
+            EVENTS_DLQ,
+            n,
+            {"retention.ms": str(30 * 24 * 3600 * 1000)},
+            "original key",
+            "original bytes",
+        ),
         TopicSpec(ALERTS, n, {"retention.ms": week}, "alert id", "alert"),
         TopicSpec(ALERTS_TRIAGED, n, {"retention.ms": week}, "alert id", "triage"),
         # Compacted: the latest signed pack per name is the state workers and agents reload.
-        TopicSpec(RULES, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-                  "pack name", "rule pack"),
+        TopicSpec(
+            RULES,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            "pack name",
+            "rule pack",
+        ),
     ]
 
 

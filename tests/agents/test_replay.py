@@ -16,10 +16,15 @@ from sentinel.settings import Settings
 pytestmark = pytest.mark.kafka
 
 
-def _consume_from(settings: Settings, topic: str, start: dict[TopicPartition, int],
-                  expected: int) -> list[object]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False, consumer_timeout_ms=10_000)
+def _consume_from(
+    settings: Settings, topic: str, start: dict[TopicPartition, int], expected: int
+) -> list[object]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
+    )
     try:
         consumer.assign(list(start))
         for tp, offset in start.items():
@@ -35,8 +40,9 @@ def _consume_from(settings: Settings, topic: str, start: dict[TopicPartition, in
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         return dict(consumer.end_offsets(tps))

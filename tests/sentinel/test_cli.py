@@ -12,16 +12,30 @@ import pytest
 from sentinel.settings import PROJECT_ROOT
 
 COMMANDS = [
-    [], ["kafka"], ["kafka", "up"], ["kafka", "down"], ["kafka", "status"], ["kafka", "logs"],
-    ["topics"], ["topics", "create"], ["topics", "list"], ["contracts"],
-    ["contracts", "validate"], ["replay"], ["demo"],
+    [],
+    ["kafka"],
+    ["kafka", "up"],
+    ["kafka", "down"],
+    ["kafka", "status"],
+    ["kafka", "logs"],
+    ["topics"],
+    ["topics", "create"],
+    ["topics", "list"],
+    ["contracts"],
+    ["contracts", "validate"],
+    ["replay"],
+    ["demo"],
 ]
 
 
 def sentinel(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(Path(sys.executable).parent / "sentinel"), *args], cwd=PROJECT_ROOT,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [str(Path(sys.executable).parent / "sentinel"), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -46,8 +60,9 @@ def test_replayed_100k_mixed_file_validates_with_zero_bad_lines(tmp_path: Path) 
 
 def test_validate_reports_each_bad_line_and_exits_nonzero(tmp_path: Path) -> None:
     path = tmp_path / "mixed.jsonl"
-    made = sentinel("replay", "--scenario", "baseline", "--count", "200", "--malformed", "8",
-                    "--to", str(path))
+    made = sentinel(
+        "replay", "--scenario", "baseline", "--count", "200", "--malformed", "8", "--to", str(path)
+    )
     assert made.returncode == 0, made.stderr
     lines = path.read_bytes().splitlines()
     assert len(lines) == 208
@@ -83,8 +98,12 @@ def test_unknown_contract_kind_is_a_usage_error(tmp_path: Path) -> None:
 def test_same_seed_same_file(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
     for path, seed in ((a, "3"), (b, "3"), (c, "4")):
-        assert sentinel("replay", "--count", "3000", "--seed", seed, "--to", str(path),
-                        "-q").returncode == 0
+        assert (
+            sentinel(
+                "replay", "--count", "3000", "--seed", seed, "--to", str(path), "-q"
+            ).returncode
+            == 0
+        )
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
 
@@ -110,8 +129,9 @@ def test_replay_command_produces_to_the_broker(kafka: object) -> None:
 
     settings = Settings()
     before = message_counts(settings, [EVENTS])[EVENTS]
-    result = sentinel("replay", "--scenario", "ssh-bruteforce", "--count", "3000",
-                      "--malformed", "5")
+    result = sentinel(
+        "replay", "--scenario", "ssh-bruteforce", "--count", "3000", "--malformed", "5"
+    )
     assert result.returncode == 0, result.stderr
     assert "sent 3,005 events to sentinel.events.v1" in result.stdout
     assert "errors: 0" in result.stdout

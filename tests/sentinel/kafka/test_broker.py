@@ -51,7 +51,12 @@ def private_env(tmp_path: Path, kafka: Settings) -> Iterator[dict[str, str]]:
 def sentinel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "sentinel"), *args],
-        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, check=False,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -77,8 +82,12 @@ def test_up_twice_starts_one_broker_down_stops_it_and_status_tells(
     assert second.returncode == 0, second.stderr
     assert f"already running (pid {pid})" in second.stderr
     assert _pid(private_env) == pid
-    java = subprocess.run(["pgrep", "-f", private_env["SENTINEL_STATE_DIR"]],
-                          capture_output=True, text=True, check=False)
+    java = subprocess.run(
+        ["pgrep", "-f", private_env["SENTINEL_STATE_DIR"]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert java.stdout.split() == [str(pid)], "exactly one broker process for this state dir"
 
     running = sentinel(private_env, "kafka", "status")
@@ -113,8 +122,11 @@ def test_data_survives_restart_and_reset_wipes_it(private_env: dict[str, str]) -
 
 
 def test_external_bootstrap_starts_nothing(tmp_path: Path) -> None:
-    env = dict(os.environ, SENTINEL_STATE_DIR=str(tmp_path),
-               SENTINEL_KAFKA_BOOTSTRAP="kafka-0.example:9092,kafka-1.example:9092")
+    env = dict(
+        os.environ,
+        SENTINEL_STATE_DIR=str(tmp_path),
+        SENTINEL_KAFKA_BOOTSTRAP="kafka-0.example:9092,kafka-1.example:9092",
+    )
     up = sentinel(env, "kafka", "up")
     assert up.returncode == 0 and "external cluster at kafka-0.example:9092" in up.stdout
     assert not (tmp_path / "kafka").exists()
@@ -127,31 +139,46 @@ def test_port_taken_by_a_foreign_process_is_a_clear_error(tmp_path: Path) -> Non
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = dict(os.environ, SENTINEL_STATE_DIR=str(tmp_path),
-                   SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
+        env = dict(
+            os.environ,
+            SENTINEL_STATE_DIR=str(tmp_path),
+            SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
+        )
         up = sentinel(env, "kafka", "up")
     assert up.returncode == 1
-    assert f"127.0.0.1:{port} is already in use by a process this project did not start" in up.stderr
+    assert (
+        f"127.0.0.1:{port} is already in use by a process this project did not start" in up.stderr
+    )
 
 
 def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
-    env = dict(os.environ, SENTINEL_STATE_DIR=str(tmp_path), PATH=str(Path(sys.executable).parent),
-               SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}")
+    env = dict(
+        os.environ,
+        SENTINEL_STATE_DIR=str(tmp_path),
+        PATH=str(Path(sys.executable).parent),
+        SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}",
+    )
     up = sentinel(env, "kafka", "up")
     assert up.returncode == 1
     assert "Java 17 or newer is needed" in up.stderr
 
 
 def test_missing_maven_without_cached_jars_is_a_clear_error(tmp_path: Path) -> None:
-    java = Path(subprocess.run(["sh", "-c", "command -v java"], capture_output=True, text=True,
-                               check=True).stdout.strip()).resolve()
+    java = Path(
+        subprocess.run(
+            ["sh", "-c", "command -v java"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    ).resolve()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "java").symlink_to(java)
-    env = dict(os.environ, SENTINEL_STATE_DIR=str(tmp_path / "state"),
-               SENTINEL_CACHE_DIR=str(tmp_path / "cache"),
-               PATH=f"{bin_dir}:{Path(sys.executable).parent}",
-               SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}")
+    env = dict(
+        os.environ,
+        SENTINEL_STATE_DIR=str(tmp_path / "state"),
+        SENTINEL_CACHE_DIR=str(tmp_path / "cache"),
+        PATH=f"{bin_dir}:{Path(sys.executable).parent}",
+        SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}",
+    )
     up = sentinel(env, "kafka", "up")
     assert up.returncode == 1
     assert "Maven (mvn) is needed once to fetch the Kafka" in up.stderr
@@ -161,4 +188,7 @@ def test_bad_bootstrap_setting_names_the_variable(tmp_path: Path) -> None:
     env = dict(os.environ, SENTINEL_KAFKA_BOOTSTRAP="localhost")
     status = sentinel(env, "kafka", "status")
     assert status.returncode == 2
-    assert "SENTINEL_KAFKA_BOOTSTRAP" in status.stderr and "'localhost' is not host:port" in status.stderr
+    assert (
+        "SENTINEL_KAFKA_BOOTSTRAP" in status.stderr
+        and "'localhost' is not host:port" in status.stderr
+    )
