@@ -32,6 +32,8 @@ contracts_app = typer.Typer(help="The message contracts (JSON Schemas).", no_arg
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(contracts_app, name="contracts")
+rules_app = typer.Typer(help="Rule packs: golden tests and lint.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 # Piped output (CI logs, tests) is not cut at 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -220,6 +222,77 @@ def contracts_validate(
     )
     (err if report.bad else out).print(summary, highlight=False)
     if report.bad:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ rules
+def _packs(paths: list[Path] | None) -> list[Path]:
+    if paths:
+        return paths
+    from sentinel.settings import PROJECT_ROOT
+
+    return sorted(p.parent for p in (PROJECT_ROOT / "rules").glob("*/pack.yaml"))
+
+
+@rules_app.command("test")
+def rules_test(
+    packs: Annotated[
+        list[Path] | None, typer.Argument(help="pack folders (default: rules/*)")
+    ] = None,
+    k: Annotated[
+        str | None, typer.Option("-k", help="only cases whose rule id or name contains this")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="list passing cases too")
+    ] = False,
+) -> None:
+    """Run the golden tests of rule packs; print a diff for each failing case; exit 1 on failure."""
+    from sentinel.rules import PackError
+    from sentinel.rules.testkit import run_pack_tests
+
+    failed = 0
+    for path in _packs(packs):
+        try:
+            suite = run_pack_tests(path, k)
+        except PackError as exc:
+            raise _fail(str(exc)) from None
+        for case in suite.cases:
+            if case.passed:
+                if verbose:
+                    out.print(f"[green]PASS[/] {case.rule_id}: {case.name}", highlight=False)
+                continue
+            out.print(f"[red]FAIL[/] {case.rule_id}: {case.name}  ({case.file})", highlight=False)
+            out.print(case.diff(), highlight=False, markup=False)
+        for error in suite.errors:
+            out.print(f"[red]ERROR[/] {error}", highlight=False)
+        failed += len(suite.failed) + len(suite.errors)
+        passed = len(suite.cases) - len(suite.failed)
+        out.print(
+            f"pack {suite.pack.name} {suite.pack.version}: {len(suite.pack.rules)} rules, "
+            f"{passed} passed, {len(suite.failed)} failed, {len(suite.errors)} errors",
+            highlight=False,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@rules_app.command("lint")
+def rules_lint(
+    packs: Annotated[
+        list[Path] | None, typer.Argument(help="pack folders (default: rules/*)")
+    ] = None,
+) -> None:
+    """Check manifests against files, compile every rule, require tests and MITRE ids."""
+    from sentinel.rules.testkit import lint_pack
+
+    problems = 0
+    for path in _packs(packs):
+        found = lint_pack(path)
+        for problem in found:
+            out.print(problem, highlight=False, markup=False)
+        problems += len(found)
+        out.print(f"{path}: {'ok' if not found else f'{len(found)} problem(s)'}", highlight=False)
+    if problems:
         raise typer.Exit(1)
 
 
