@@ -233,7 +233,8 @@ def lint_pack(path: Path) -> list[str]:
     problems: list[str] = []
     for rule in pack.rules:
         try:
-            RuleEngine().replace_all([rule.engine_spec(pack)])
+            specs: list[Any] = [rule.engine_spec(pack)]
+            RuleEngine().replace_all(specs)
         except RuleCompileError as exc:
             problems.append(f"{path / rule.file}: {exc}")
         except RuleError as exc:

@@ -170,6 +170,7 @@ def benign_violations(stream: Iterable[Event]) -> list[str]:
     """Everything in `stream` that a detection rule could fairly call suspicious."""
     found: list[str] = []
     failures: dict[str, list[datetime]] = defaultdict(list)
+    failures_on: dict[str, list[datetime]] = defaultdict(list)
     renames: dict[tuple[str, int], list[datetime]] = defaultdict(list)
     admins = {u.name for u in ADMINS}
     for e in stream:
@@ -218,11 +219,15 @@ def benign_violations(stream: Iterable[Event]) -> list[str]:
         if kind == "auth":
             if obj["action"] == "failure":
                 failures[obj.get("src_ip", "")].append(when(e))
+                failures_on[e["host"]["id"]].append(when(e))
             if obj["action"] == "sudo" and obj["user"] not in admins:
                 found.append(f"sudo by a non-admin: {where}")
     for ip, times in failures.items():
         if max_in_window(times, 120) >= 5:
             found.append(f"burst of auth failures from {ip}")
+    for host, times in failures_on.items():
+        if max_in_window(times, 120) >= 10:
+            found.append(f"burst of auth failures on {host}")
     for (host, pid), times in renames.items():
         if max_in_window(times, 30) >= 20:
             found.append(f"mass renames by pid {pid} on {host}")

@@ -86,7 +86,7 @@ def test_manifest_problems_name_the_rule_and_field(pack_copy: Path) -> None:
         load_pack(pack_copy)
     manifest.write_text(text)
     (pack_copy / "stray.rhai").write_text("emit(#{});")
-    with pytest.raises(PackError, match="not named by any rule: stray.rhai"):
+    with pytest.raises(PackError, match=r"not named by any rule: stray\.rhai"):
         load_pack(pack_copy)
     (pack_copy / "stray.rhai").unlink()
     (pack_copy / "port_scan.rhai").unlink()
