@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from datetime import datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,29 @@ def traceparent() -> bytes:
     """A fresh W3C trace context (version 00, sampled): each replayed event starts a trace."""
     hexed = _trace_rng.randbytes(24).hex()
     return f"00-{hexed[:32]}-{hexed[32:]}-01".encode()
+
+
+_second_cache: dict[str, int] = {}
+
+
+def timestamp_ms(record: Record) -> int | None:
+    """The event time in epoch milliseconds, used as the Kafka record timestamp (None for raw)."""
+    if isinstance(record, bytes):
+        return None
+    ts = record.get("ts")
+    if not isinstance(ts, str) or len(ts) < 20:
+        return None
+    second = _second_cache.get(ts[:19])
+    if second is None:
+        try:
+            second = int(datetime.fromisoformat(ts[:19] + "+00:00").timestamp())
+        except ValueError:
+            return None
+        if len(_second_cache) > 100_000:
+            _second_cache.clear()
+        _second_cache[ts[:19]] = second
+    fraction = ts[20:23] if ts[19] == "." else ""
+    return second * 1000 + (int(fraction.ljust(3, "0")) if fraction.isdigit() else 0)
 
 
 def encode(record: Record) -> tuple[bytes | None, bytes, str]:
@@ -118,13 +142,15 @@ async def _replay(
                 if partition < 0:
                     partition = partition_of[key] = partitioner(key, partitions, partitions)
             headers = [("traceparent", traceparent())]
+            # Kafka timestamp = event time, so consumers can seek by event time.
+            stamp = timestamp_ms(record)
             entry = open_batches.get(partition)
             if entry is None:
                 entry = open_batches[partition] = (producer.create_batch(), 0)
-            if entry[0].append(key=key, value=value, timestamp=None, headers=headers) is None:
+            if entry[0].append(key=key, value=value, timestamp=stamp, headers=headers) is None:
                 await ship(partition)  # full: send it and start the next one
                 entry = open_batches[partition] = (producer.create_batch(), 0)
-                if entry[0].append(key=key, value=value, timestamp=None, headers=headers) is None:
+                if entry[0].append(key=key, value=value, timestamp=stamp, headers=headers) is None:
                     summary.errors += 1
                     summary.first_error = (
                         summary.first_error or f"record of {len(value)} bytes too large"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -294,6 +295,40 @@ def rules_lint(
         out.print(f"{path}: {'ok' if not found else f'{len(found)} problem(s)'}", highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+@rules_app.command("publish")
+def rules_publish(
+    pack_dir: Annotated[Path, typer.Argument(help="a pack folder, e.g. rules/core", file_okay=False)],
+) -> None:
+    """Publish a pack to sentinel.rules.v1 (key = pack name); running workers hot-reload it."""
+    from kafka.errors import KafkaError
+
+    from sentinel.kafka import RULES
+    from sentinel.kafka.clients import producer
+    from sentinel.rules import PackError, load_pack
+    from sentinel.rules.testkit import lint_pack
+
+    try:
+        pack = load_pack(pack_dir)
+    except PackError as exc:
+        raise _fail(str(exc)) from None
+    problems = [p for p in lint_pack(pack_dir) if "has no" not in p and "names no MITRE" not in p]
+    if problems:
+        raise _fail("the pack does not compile:\n" + "\n".join(problems))
+    message = pack.message()
+    message["published_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    settings = _settings()
+    try:
+        sender = producer(settings)
+        record = sender.send(RULES, key=pack.name.encode(), value=orjson.dumps(message)).get(30)
+        sender.close()
+    except KafkaError as exc:
+        raise _fail(f"cannot publish to {settings.kafka_bootstrap}: {exc!r}") from None
+    out.print(
+        f"published pack {pack.name} {pack.version} ({len(pack.rules)} rules) to {RULES} "
+        f"at offset {record.offset}", highlight=False,
+    )
 
 
 # ----------------------------------------------------------------- replay

@@ -11,8 +11,12 @@ import structlog
 from sentinel.settings import Settings
 
 
-def configure_logging(settings: Settings) -> None:
-    """Route stdlib and structlog records through one renderer, chosen by `SENTINEL_LOG_FORMAT`."""
+def configure_logging(settings: Settings, *, install_handler: bool = True) -> None:
+    """Route stdlib and structlog records through one renderer, chosen by `SENTINEL_LOG_FORMAT`.
+
+    Inside a host that configures logging itself (a Faust worker, Dagster), pass
+    `install_handler=False`: structlog then only formats, and the host's handlers write.
+    """
     level = getattr(logging, settings.log_level.upper())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -24,12 +28,20 @@ def configure_logging(settings: Settings) -> None:
         if settings.log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # Embedded, the host's formatter already prints time and level.
+    chain = (
+        [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
+        if install_handler
+        else [structlog.contextvars.merge_contextvars, renderer]
+    )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=chain,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
+    if not install_handler:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(6, ge=1, description="partitions of the event and alert topics")
     kafka_client_id: str = "sentinel"
 
+    # --- streams (Faust workers)
+    rules_dir: Path = Field(PROJECT_ROOT / "rules", description="rule packs loaded at start-up")
+    streams_app_id: str = Field("sentinel-streams", description="Faust app id = consumer group")
+    streams_web_host: str = "127.0.0.1"
+    streams_web_port: int = Field(6066, description="worker web port (/health, /hosts/{id}/stats)")
+    streams_batch_size: int = Field(1000, ge=1, description="events per detection batch")
+    streams_batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a batch")
+    streams_max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger events go to the DLQ")
+    streams_warmup_s: float = Field(
+        900.0, ge=0, description="event time replayed on partition assignment to rebuild windows"
+    )
+    streams_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+
     # --- logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
@@ -74,6 +87,10 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def streams_dir(self) -> Path:
+        return self.state_dir / "streams"
 
     @property
     def kafka_host(self) -> str:

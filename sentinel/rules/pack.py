@@ -101,6 +101,31 @@ class Pack:
         return [r.engine_spec(self) for r in self.rules]
 
 
+def pack_from_message(message: dict[str, Any]) -> Pack:
+    """A pack as published on `sentinel.rules.v1` (a `sentinel.rule-pack/1` message)."""
+    try:
+        validate("rule-pack", message)
+    except ContractError as exc:
+        raise PackError(f"rule-pack message: {exc}") from None
+    rules = []
+    for entry in message["rules"]:
+        source = entry["source"]
+        if "sha256" in entry and hashlib.sha256(source.encode()).hexdigest() != entry["sha256"]:
+            raise PackError(f"rule-pack message: rule '{entry['id']}': source does not match its sha256")
+        rules.append(RuleSpec(
+            id=entry["id"], file=entry.get("file", f"{entry['id']}.rhai"), title=entry["title"],
+            severity=entry["severity"], kinds=tuple(entry["kinds"]), source=source,
+            mitre=tuple(entry.get("mitre") or ()), capabilities=tuple(entry.get("capabilities") or ()),
+            dedup=str(entry.get("dedup", "host.id")),
+            suppress_seconds=int(entry.get("suppress_seconds", 0)),
+        ))
+    return Pack(
+        name=message["name"], version=message["version"], rules=tuple(rules),
+        lists={k: list(v) for k, v in (message.get("lists") or {}).items()},
+        description=str(message.get("description", "")),
+    )
+
+
 def _read_list(base: Path, value: Any, where: str) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value]

@@ -1,0 +1,89 @@
+"""The core pack through the Rhai engine: the batch path (evaluate_jsonl) against a naive path.
+
+Naive = what a Python worker would do without the batch API: json.loads each line in Python, then
+one `evaluate([event])` call per event. Both run in the same process on the same events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import orjson
+from sentinel_rhai import RuleEngine
+
+from agents.scenarios import generate
+from bench.common import Result, write_section
+from sentinel.rules import load_pack
+from sentinel.settings import PROJECT_ROOT
+
+THREAT_INTEL = {"203.0.113.7": {"reputation": "malicious", "feed": "bench"}}
+
+
+def _engine() -> tuple[RuleEngine, int]:
+    pack = load_pack(PROJECT_ROOT / "rules" / "core")
+    engine = RuleEngine()
+    engine.replace_all(pack.engine_specs())
+    for name, values in pack.lists.items():
+        engine.set_list(name, values)
+    engine.set_enrichment("ip", THREAT_INTEL)
+    return engine, len(pack.rules)
+
+
+def run(count: int, batch: int, naive_count: int) -> list[Result]:
+    lines = [orjson.dumps(e) for e in generate("mixed", count, seed=31)]
+    chunks = [b"\n".join(lines[i : i + batch]) for i in range(0, count, batch)]
+    engine, rules = _engine()
+    engine.evaluate_jsonl(chunks[0])  # warm: compile caches, regexes
+    engine, rules = _engine()
+    latencies = []
+    matches = 0
+    started = time.perf_counter()
+    for chunk in chunks:
+        t0 = time.perf_counter()
+        result = engine.evaluate_jsonl(chunk)
+        latencies.append(time.perf_counter() - t0)
+        matches += len(result.matches)
+    elapsed = time.perf_counter() - started
+    evals = sum(s["evals"] for s in engine.stats().values())
+    batch_rate = count / elapsed
+    p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+
+    naive_engine, _ = _engine()
+    started = time.perf_counter()
+    for line in lines[:naive_count]:
+        naive_engine.evaluate([json.loads(line)])
+    naive_rate = naive_count / (time.perf_counter() - started)
+    return [
+        Result("rules", "batch path: events", batch_rate, "events/s", ">= 100,000/s", batch_rate >= 100_000,
+               f"{count:,} mixed events, {rules} rules, batches of {batch}, {matches:,} matches"),
+        Result("rules", "batch path: rule evaluations", evals / elapsed, "evals/s", ">= 1,000,000/s",
+               evals / elapsed >= 1_000_000, "after the kind prefilter"),
+        Result("rules", f"batch path: p99 latency per {batch}-event batch", p99, "ms", "", None, ""),
+        Result("rules", "naive path: json.loads + evaluate([event])", naive_rate, "events/s", "", None,
+               f"{naive_count:,} events"),
+        Result("rules", "batch / naive speed-up", batch_rate / naive_rate, "x", ">= 10x",
+               batch_rate / naive_rate >= 10, ""),
+    ]
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--naive-count", type=int, default=50_000)
+    parser.add_argument("--no-write", action="store_true", help="do not update PERFORMANCE.md")
+    args = parser.parse_args(argv)
+    results = run(args.count, args.batch, args.naive_count)
+    for r in results:
+        print(r.row())
+    if not args.no_write:
+        write_section("rules", f"python -m bench.bench_rules --count {args.count} --batch {args.batch}",
+                      results, "Release build of native/ (maturin --release), one thread.")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Faust stream processing: validate, enrich and detect over `sentinel.events.v1`."""

@@ -1,0 +1,52 @@
+"""The Faust app: `faust -A streams.app worker -l info` starts a worker (one or many).
+
+The app object is created at import (Faust's `-A` needs it) but reads the settings only when Faust
+configures it, through `on_configured`, so importing this module reads no environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from sentinel.settings import get_settings
+from streams import topics as topic_declarations
+
+app = faust.App(
+    "sentinel-streams",
+    autodiscover=["streams.detection", "streams.hosts", "streams.reload"],
+    origin="streams",
+)
+
+
+@app.on_configured.connect
+def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
+    settings = get_settings()
+    conf.id = settings.streams_app_id
+    conf.broker = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap.split(",")]
+    conf.store = "memory://"
+    conf.topic_partitions = settings.kafka_partitions
+    conf.topic_replication_factor = 1
+    conf.topic_allow_declare = True
+    conf.processing_guarantee = settings.streams_processing_guarantee
+    settings.streams_dir.mkdir(parents=True, exist_ok=True)
+    conf.datadir = str(settings.streams_dir / "{conf.id}")
+    conf.tabledir = "tables"
+    conf.web_host = settings.streams_web_host
+    conf.web_port = settings.streams_web_port
+    conf.web_bind = settings.streams_web_host
+    conf.broker_commit_interval = 1.0
+    conf.consumer_auto_offset_reset = "earliest"
+    conf.producer_acks = -1
+    conf.stream_wait_empty = False
+    # A fresh group reads the events topic from the start instead of waiting for new records.
+    conf.consumer_max_fetch_size = 4 * 1024 * 1024
+    conf.broker_max_poll_records = settings.streams_batch_size
+
+
+TOPICS = topic_declarations.declare(app)
+
+
+def main() -> None:
+    app.main()

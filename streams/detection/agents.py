@@ -1,0 +1,84 @@
+"""The `detect_threats` agent: batches from the events topic through validate → detect → publish.
+
+A batch's dead letters and alerts are delivered (acknowledged by the broker) before the batch's
+events are acked, so Faust commits an offset only after what it caused is durable
+(at-least-once; alert ids are deterministic, so a replay republishes the same ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from sentinel.logs import get_logger
+from streams.app import TOPICS, app
+from streams.detection.pipeline import RawRecord
+from streams.detection.warmup import warm_up
+from streams.hosts import HOST_ACTIVITY
+from streams.runtime import runtime
+
+log = get_logger(__name__)
+
+
+@app.agent(TOPICS["events"])
+async def detect_threats(stream: Any) -> None:
+    rt = runtime()
+    settings, detector, counters = rt.settings, rt.detector, rt.counters
+    async for batch in stream.take_events(
+        settings.streams_batch_size, within=settings.streams_batch_within_s
+    ):
+        records = [
+            RawRecord(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                      e.message.offset)
+            for e in batch
+        ]
+        await _warm_new_partitions(rt, batch)
+        outcome = detector.detect(detector.validate(records))
+        sends = [
+            await TOPICS["dlq"].send(key=d.key, value=d.value, headers=d.headers(), force=True)
+            for d in outcome.dead
+        ]
+        sends += [
+            await TOPICS["alerts"].send(key=a["id"].encode(), value=orjson.dumps(a), force=True)
+            for a in outcome.alerts
+        ]
+        activity: Counter[str] = Counter(e["host"]["id"] for e in outcome.events)
+        alerts_by_host: Counter[str] = Counter(a["host"]["id"] for a in outcome.alerts)
+        for host, n in activity.items():
+            sends.append(await HOST_ACTIVITY.send(
+                key=host.encode(),
+                value=orjson.dumps({"events": n, "alerts": alerts_by_host.get(host, 0)}),
+                force=True,
+            ))
+        await asyncio.gather(*sends)  # durable before take_events acks the batch
+        counters.batches += 1
+        counters.events += len(records)
+        counters.valid += len(outcome.events)
+        counters.dead_letters += len(outcome.dead)
+        counters.alerts_published += len(outcome.alerts)
+        counters.rule_failures += outcome.rule_failures
+
+
+async def _warm_new_partitions(rt: Any, batch: list[Any]) -> None:
+    firsts: dict[tuple[str, int], Any] = {}
+    for event in batch:
+        tp = (event.message.topic, event.message.partition)
+        if tp not in rt.warmed and tp not in firsts:
+            firsts[tp] = event.message
+    for (topic, partition), message in firsts.items():
+        rt.warmed.add((topic, partition))
+        rt.counters.warmed_events += await warm_up(
+            rt.settings, rt.detector, topic, partition, message.offset,
+            int(message.timestamp * 1000),
+        )
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
+    # A partition that comes back later must be warmed again from its committed offset.
+    rt = runtime()
+    for tp in revoked:
+        rt.warmed.discard((tp.topic, tp.partition))

@@ -1,0 +1,78 @@
+"""The rule packs a worker runs: loaded from `rules/` at start-up, then hot-swapped from Kafka."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sentinel_rhai
+from sentinel_rhai import RuleEngine, RuleError
+
+from sentinel.logs import get_logger
+from sentinel.rules import Pack, PackError, RuleSpec, load_pack, pack_from_message
+
+log = get_logger(__name__)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    core = version.split("+", 1)[0].split("-", 1)[0]
+    return tuple(int(part) for part in core.split("."))
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What happened to a pack offered for hot reload."""
+
+    applied: bool
+    reason: str
+
+
+class RuleSet:
+    """One engine plus the packs compiled into it; every change swaps the whole set atomically."""
+
+    def __init__(self, engine: RuleEngine | None = None) -> None:
+        self.engine = engine or RuleEngine()
+        self.packs: dict[str, Pack] = {}
+        self.rules: dict[str, tuple[Pack, RuleSpec]] = {}
+        self.engine_version = str(sentinel_rhai.__version__)
+        self.reloads = 0
+
+    def load_dir(self, rules_dir: Path) -> list[Pack]:
+        packs = [load_pack(p.parent) for p in sorted(rules_dir.glob("*/pack.yaml"))]
+        self.apply({p.name: p for p in packs})
+        return packs
+
+    def apply(self, packs: dict[str, Pack]) -> None:
+        """Compile `packs` as the new complete set, or raise (RuleError) and keep the old one."""
+        specs: list[Any] = [spec for pack in packs.values() for spec in pack.engine_specs()]
+        self.engine.replace_all(specs)  # atomic: all compile or nothing changes
+        for pack in packs.values():
+            for name, values in pack.lists.items():
+                self.engine.set_list(name, values)
+        self.packs = dict(packs)
+        self.rules = {r.id: (p, r) for p in packs.values() for r in p.rules}
+        self.reloads += 1
+
+    def offer(self, raw: bytes) -> Offer:
+        """Apply a pack message from `sentinel.rules.v1` if it is valid and newer than ours."""
+        try:
+            pack = pack_from_message(orjson.loads(raw))
+        except (orjson.JSONDecodeError, PackError, KeyError, TypeError) as exc:
+            return Offer(False, f"rejected: {exc}")
+        current = self.packs.get(pack.name)
+        if current is not None:
+            if _version_key(pack.version) < _version_key(current.version):
+                return Offer(False, f"ignored: {pack.name} {pack.version} is older than "
+                             f"{current.version}")
+            if pack.version == current.version:
+                if pack.message()["rules"] == current.message()["rules"]:
+                    return Offer(False, f"unchanged: {pack.name} {pack.version}")
+                return Offer(False, f"rejected: {pack.name} {pack.version} differs from the "
+                             "loaded pack of the same version (bump the version)")
+        try:
+            self.apply({**self.packs, pack.name: pack})
+        except RuleError as exc:
+            return Offer(False, f"rejected: {pack.name} {pack.version}: {exc}")
+        return Offer(True, f"applied: {pack.name} {pack.version} ({len(pack.rules)} rules)")

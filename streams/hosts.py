@@ -1,0 +1,63 @@
+"""Per-host counters in a Faust table, and the worker's web views (/health, /hosts/{id}/stats).
+
+`detect_threats` sends one summary per host per batch to an internal topic keyed by host id, so
+the table is partitioned like the events and survives restarts through its changelog.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from faust.web import Request, Response, View
+
+from streams.app import app
+
+HOST_ACTIVITY = app.topic(
+    "sentinel-streams-host-activity", key_type=bytes, value_type=bytes,
+    key_serializer="raw", value_serializer="raw", internal=True,
+)
+host_stats = app.Table("host-stats", default=dict)
+
+
+@app.agent(HOST_ACTIVITY)
+async def count_host_activity(stream: Any) -> None:
+    async for event in stream.events():
+        host = event.key.decode()
+        delta = orjson.loads(event.value)
+        stats = dict(host_stats[host])
+        stats["events"] = stats.get("events", 0) + delta["events"]
+        stats["alerts"] = stats.get("alerts", 0) + delta["alerts"]
+        stats["updated_at"] = time.time()
+        host_stats[host] = stats
+
+
+@app.page("/health")
+class Health(View):
+    async def get(self, request: Request) -> Response:
+        from streams.runtime import runtime
+
+        rt = runtime()
+        c = rt.counters
+        return self.json({
+            "status": "ok",
+            "app": rt.settings.streams_app_id,
+            "packs": {name: p.version for name, p in rt.ruleset.packs.items()},
+            "rules": len(rt.ruleset.rules),
+            "rule_reloads": rt.ruleset.reloads,
+            "events": c.events, "valid": c.valid, "dead_letters": c.dead_letters,
+            "alerts_published": c.alerts_published, "rule_failures": c.rule_failures,
+            "failures_by_rule": dict(rt.detector.failures_by_rule),
+            "batches": c.batches, "warmed_events": c.warmed_events,
+            "uptime_s": round(time.time() - c.started, 1),
+        })
+
+
+@app.page("/hosts/{host_id}/stats")
+class HostStats(View):
+    @app.table_route(table=host_stats, match_info="host_id")
+    async def get(self, request: Request, host_id: str) -> Response:
+        if host_id not in host_stats:
+            return self.json({"error": f"no events seen for host '{host_id}'"}, status=404)
+        return self.json({"host_id": host_id, **host_stats[host_id]})
