@@ -1,0 +1,172 @@
+"""Fixtures for stream tests: a private broker per test and real `faust ... worker` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from sentinel.kafka import EmbeddedBroker, contract_topics, create_topics
+from sentinel.kafka.clients import admin_client
+from sentinel.settings import PROJECT_ROOT, Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class StreamEnv:
+    settings: Settings
+    env: dict[str, str]
+    logs: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, name: str = "w1") -> Worker:
+        port = free_port()
+        env = dict(self.env, SENTINEL_STREAMS_WEB_PORT=str(port))
+        worker = Worker(env, port, self.logs / f"{name}-{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def committed(self) -> int:
+        """Events the worker group has committed on the events topic."""
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                 group_id=self.settings.streams_app_id, enable_auto_commit=False)
+        try:  # reads the group's committed offsets without joining the group
+            tps = [TopicPartition("sentinel.events.v1", p)
+                   for p in consumer.partitions_for_topic("sentinel.events.v1") or ()]
+            return sum(consumer.committed(tp) or 0 for tp in tps)
+        finally:
+            consumer.close()
+
+    def wait_committed(self, total: int, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.committed() >= total:
+                return
+            for w in self.workers:
+                w.check_alive()
+            time.sleep(1)
+        raise AssertionError(f"only {self.committed()} of {total} events committed; "
+                             f"logs in {self.logs}")
+
+    def read_all(self, topic: str) -> list[Any]:
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+                                 enable_auto_commit=False, consumer_timeout_ms=3000)
+        try:
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            records = []
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                for batch in consumer.poll(timeout_ms=2000, max_records=10_000).values():
+                    records.extend(batch)
+            return records
+        finally:
+            consumer.close()
+
+
+class Worker:
+    """`faust -A streams.app worker -l info` as a user starts it, with its log in a file."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env, self.port, self.log = env, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        faust = Path(sys.executable).parent / "faust"
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [str(faust), "-A", "streams.app", "worker", "-l", "info"],
+            cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        out.close()
+        self.wait(lambda h: h.get("status") == "ok", timeout_s=90)
+        return self
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+            return dict(json.loads(r.read()))
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}; see {self.log}:\n"
+                                 + self.log.read_text()[-3000:])
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                last = self.health()
+                if predicate(last):
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"worker never reached the state; last health {last}; see {self.log}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def stream_env(tmp_path: Path, kafka: Settings) -> Iterator[StreamEnv]:
+    """A private broker (fresh topics), settings and env for workers of a unique app id."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    settings = Settings(
+        state_dir=tmp_path / "state", cache_dir=kafka.cache_dir, kafka_bootstrap=bootstrap,
+        kafka_controller_port=free_port(), kafka_heap="512m",
+        streams_app_id=f"test-{uuid.uuid4().hex[:8]}",
+    )
+    broker = EmbeddedBroker(settings, say=lambda _: None)
+    broker.start()
+    admin = admin_client(settings)
+    try:
+        create_topics(admin, contract_topics(settings))
+    finally:
+        admin.close()
+    env = dict(
+        os.environ,
+        SENTINEL_STATE_DIR=str(settings.state_dir),
+        SENTINEL_KAFKA_BOOTSTRAP=bootstrap,
+        SENTINEL_STREAMS_APP_ID=settings.streams_app_id,
+        SENTINEL_LOG_FORMAT="json",
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stream = StreamEnv(settings, env, logs)
+    yield stream
+    for worker in stream.workers:
+        worker.kill()
+    broker.stop(timeout_s=15)
