@@ -89,6 +89,7 @@ class Worker:
     def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
         self.env, self.port, self.log = env, port, log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False  # killed on purpose: its exit is not a failure
 
     def start(self) -> Worker:
         faust = Path(sys.executable).parent / "faust"
@@ -113,7 +114,7 @@ class Worker:
             return err.code, json.loads(err.read())
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        if not self.stopped and self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"worker exited with {self.proc.returncode}; see {self.log}:\n"
                                  + self.log.read_text()[-3000:])
 
@@ -132,6 +133,7 @@ class Worker:
         raise AssertionError(f"worker never reached the state; last health {last}; see {self.log}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.stopped = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
