@@ -160,7 +160,7 @@ def test_shipped_inventory_covers_the_simulated_fleet() -> None:
         ("203.0.113.9/24,malicious,lab,,,,", "has host bits set"),
         ("203.0.113.300,malicious,lab,,,,", "does not appear to be an IPv4 or IPv6 address"),
         ("203.0.113.9,malicious,lab", "expected 7 fields (indicator,reputation,"),
-        (",malicious,lab,,,,", "'indicator' is empty"),
+        (",malicious,lab,,,,", "'indicator' is missing or empty"),
         ("203.0.113.9,malicious,lab,,Netherlands,,", "country: 'Netherlands' is not a two-letter"),
         ("203.0.113.9,malicious,lab,,,ASX,", "asn: 'ASX' is not an AS number"),
         ("203.0.113.9,malicious,lab,,,,03/12/2026", "first_seen: '03/12/2026' is not a date"),
