@@ -13,6 +13,7 @@ from typing import Any
 from agents.scenarios.ids import DEFAULT_START, stamper, to_micros
 
 _START_US = to_micros(DEFAULT_START)
+_NO_LINE_BREAKS = bytes(b if b not in b"\n\r" else 0 for b in range(256))
 
 
 def _valid(i: int, rng: random.Random) -> dict[str, Any]:
@@ -49,8 +50,10 @@ def _truncated(i: int, rng: random.Random) -> bytes:
 
 
 def _garbage(i: int, rng: random.Random) -> bytes:
-    # 0xff never appears in UTF-8, so no JSON parser accepts this.
-    return b"\xff\xfe" + rng.getrandbits(8 * 30).to_bytes(30, "big") + i.to_bytes(4, "big")
+    # 0xff never appears in UTF-8, so no JSON parser accepts this. No line breaks, so each
+    # record stays one line in a JSON Lines file.
+    noise = rng.randbytes(30).translate(_NO_LINE_BREAKS)
+    return b"\xff\xfe" + noise + f"#{i:x}".encode()
 
 
 def _array(i: int, rng: random.Random) -> bytes:

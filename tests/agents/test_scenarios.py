@@ -709,6 +709,8 @@ def test_malformed_records_are_distinct_and_deterministic() -> None:
     assert records != malformed_records(200, seed=4)
     assert malformed_records(0) == []
     assert all(isinstance(r, bytes) for r in records)
+    # Each record must survive a JSON Lines file: one line apiece.
+    assert not [r for r in malformed_records(2_000) if b"\n" in r or b"\r" in r]
 
 
 def test_generated_events_pass_the_same_check_that_rejects_malformed_records() -> None:
