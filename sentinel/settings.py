@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     )
     streams_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
 
+    # --- enrichment (paths or http(s) URLs; None = the feeds shipped in streams/enrichment/feeds)
+    enrichment_threat_intel: str | None = None
+    enrichment_file_hashes: str | None = None
+    enrichment_hosts: str | None = None
+    enrichment_remote_url: str | None = Field(
+        None, description="reputation service: GET {url}/{kind}/{key}; unset = local feeds only"
+    )
+    enrichment_remote_timeout_s: float | None = None
+    enrichment_batch_deadline_s: float | None = None
+
     # --- logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"

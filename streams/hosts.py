@@ -50,6 +50,8 @@ class Health(View):
             "alerts_published": c.alerts_published, "rule_failures": c.rule_failures,
             "failures_by_rule": dict(rt.detector.failures_by_rule),
             "batches": c.batches, "warmed_events": c.warmed_events,
+            "enrichment": {"snapshot": rt.enricher.snapshot, "degraded_keys": c.degraded_enrichment_keys,
+                           "adapters": rt.enricher.metrics()},
             "uptime_s": round(time.time() - c.started, 1),
         })
 

@@ -8,8 +8,12 @@ from functools import cache
 
 from sentinel.logs import configure_logging, get_logger
 from sentinel.settings import Settings, get_settings
-from streams.detection.pipeline import Detector
+from streams.detection.pipeline import Detector, Outcome, RawRecord
 from streams.detection.ruleset import RuleSet
+from streams.enrichment import BatchEnrichment, Enricher
+
+# Remote answers merged into the engine's tables; past this many the tables start afresh.
+MAX_EXTRA_ENTRIES = 50_000
 
 log = get_logger(__name__)
 
@@ -23,6 +27,7 @@ class Counters:
     rule_failures: int = 0
     batches: int = 0
     warmed_events: int = 0
+    degraded_enrichment_keys: int = 0
     started: float = field(default_factory=time.time)
 
 
@@ -32,12 +37,37 @@ class Runtime:
         self.ruleset = RuleSet()
         packs = self.ruleset.load_dir(settings.rules_dir)
         self.detector = Detector(self.ruleset, max_event_bytes=settings.streams_max_event_bytes)
+        self.enricher = Enricher.from_settings(settings)
+        self.tables = self.enricher.engine_tables()
+        for kind, table in self.tables.items():
+            self.ruleset.engine.set_enrichment(kind, table)
+        self.detector.enrichment_snapshot = self.enricher.snapshot
         self.warmed: set[tuple[str, int]] = set()
         self.counters = Counters()
         log.info(
             "rules loaded", packs={p.name: p.version for p in packs},
             rules=len(self.ruleset.rules), rules_dir=str(settings.rules_dir),
         )
+
+
+    async def process(self, records: list[RawRecord]) -> Outcome:
+        """validate → enrich → detect for one batch (publishing is the caller's job)."""
+        outcome = self.detector.validate(records)
+        self.merge_enrichment(await self.enricher.enrich_batch(outcome.events))
+        return self.detector.detect(outcome)
+
+    def merge_enrichment(self, found: BatchEnrichment) -> None:
+        """Load this batch's extra records (remote answers, range matches) into the engine."""
+        for kind, extra in found.extra_tables.items():
+            table = self.tables.setdefault(kind, {})
+            new = {k: v for k, v in extra.items() if table.get(k) != v}
+            if not new:
+                continue
+            if len(table) + len(new) > MAX_EXTRA_ENTRIES:
+                table = self.tables[kind] = dict(self.enricher.engine_tables().get(kind, {}))
+            table.update(new)
+            self.ruleset.engine.set_enrichment(kind, table)
+        self.counters.degraded_enrichment_keys += found.degraded_keys
 
 
 @cache

@@ -26,7 +26,7 @@ log = get_logger(__name__)
 @app.agent(TOPICS["events"])
 async def detect_threats(stream: Any) -> None:
     rt = runtime()
-    settings, detector, counters = rt.settings, rt.detector, rt.counters
+    settings, counters = rt.settings, rt.counters
     async for batch in stream.take_events(
         settings.streams_batch_size, within=settings.streams_batch_within_s
     ):
@@ -36,7 +36,7 @@ async def detect_threats(stream: Any) -> None:
             for e in batch
         ]
         await _warm_new_partitions(rt, batch)
-        outcome = detector.detect(detector.validate(records))
+        outcome = await rt.process(records)
         sends = [
             await TOPICS["dlq"].send(key=d.key, value=d.value, headers=d.headers(), force=True)
             for d in outcome.dead

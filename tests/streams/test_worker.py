@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import signal
 import time
@@ -16,16 +17,13 @@ from agents.scenarios import ATTACKS, generate, malformed_records
 from sentinel.contracts import validate
 from sentinel.kafka import ALERTS, EVENTS, EVENTS_DLQ, RULES
 from sentinel.rules import load_pack
-from sentinel.settings import PROJECT_ROOT
-from streams.detection.pipeline import Detector, RawRecord
-from streams.detection.ruleset import RuleSet
+from sentinel.settings import PROJECT_ROOT, Settings
+from streams.detection.pipeline import RawRecord
+from streams.runtime import Runtime
 from tests.rules.test_core_pack import EXPECTED
 from tests.streams.conftest import StreamEnv
 
 pytestmark = pytest.mark.kafka
-
-# Connections to bad IPs need the threat-intel enrichment, which the worker does not load yet.
-NEEDS_ENRICHMENT = {"core.bad_ip_connect"}
 
 
 def _latest_alerts(env: StreamEnv) -> dict[str, dict]:
@@ -83,7 +81,7 @@ def test_mixed_replay_raises_every_attack_and_loses_nothing(stream_env: StreamEn
         if scenarios == {"baseline"}:
             assert alert["severity"] not in ("high", "critical"), alert
     for attack in ATTACKS:
-        missing = EXPECTED[attack] - NEEDS_ENRICHMENT - fired[attack]
+        missing = EXPECTED[attack] - fired[attack]
         assert not missing, f"{attack}: no alert from {sorted(missing)}"
 
     status, stats = worker.get("/hosts/h-004/stats")
@@ -143,15 +141,13 @@ def test_hot_reload_swaps_rules_without_restart_and_rejects_broken_packs(
 
 
 def _expected_alert_ids(records: list) -> set[str]:
-    """What an undisturbed run must publish, computed in-process in the same order."""
-    ruleset = RuleSet()
-    ruleset.load_dir(PROJECT_ROOT / "rules")
-    detector = Detector(ruleset, max_event_bytes=256 * 1024)
+    """What an undisturbed run must publish: the worker's own pipeline, in-process, in order."""
+    rt = Runtime(Settings())
     ids: set[str] = set()
     raw = [orjson.dumps(r) for r in records]
     for i in range(0, len(raw), 1000):
         batch = [RawRecord(None, v, EVENTS, 0, i + j) for j, v in enumerate(raw[i : i + 1000])]
-        ids.update(a["id"] for a in detector.detect(detector.validate(batch)).alerts)
+        ids.update(a["id"] for a in asyncio.run(rt.process(batch)).alerts)
     return ids
 
 
