@@ -57,15 +57,45 @@ def run(count: int, batch: int, naive_count: int) -> list[Result]:
         naive_engine.evaluate([json.loads(line)])
     naive_rate = naive_count / (time.perf_counter() - started)
     return [
-        Result("rules", "batch path: events", batch_rate, "events/s", ">= 100,000/s", batch_rate >= 100_000,
-               f"{count:,} mixed events, {rules} rules, batches of {batch}, {matches:,} matches"),
-        Result("rules", "batch path: rule evaluations", evals / elapsed, "evals/s", ">= 1,000,000/s",
-               evals / elapsed >= 1_000_000, "after the kind prefilter"),
-        Result("rules", f"batch path: p99 latency per {batch}-event batch", p99, "ms", "", None, ""),
-        Result("rules", "naive path: json.loads + evaluate([event])", naive_rate, "events/s", "", None,
-               f"{naive_count:,} events"),
-        Result("rules", "batch / naive speed-up", batch_rate / naive_rate, "x", ">= 10x",
-               batch_rate / naive_rate >= 10, ""),
+        Result(
+            "rules",
+            "batch path: events",
+            batch_rate,
+            "events/s",
+            ">= 100,000/s",
+            batch_rate >= 100_000,
+            f"{count:,} mixed events, {rules} rules, batches of {batch}, {matches:,} matches",
+        ),
+        Result(
+            "rules",
+            "batch path: rule evaluations",
+            evals / elapsed,
+            "evals/s",
+            ">= 1,000,000/s",
+            evals / elapsed >= 1_000_000,
+            "after the kind prefilter",
+        ),
+        Result(
+            "rules", f"batch path: p99 latency per {batch}-event batch", p99, "ms", "", None, ""
+        ),
+        Result(
+            "rules",
+            "naive path: json.loads + evaluate([event])",
+            naive_rate,
+            "events/s",
+            "",
+            None,
+            f"{naive_count:,} events",
+        ),
+        Result(
+            "rules",
+            "batch / naive speed-up",
+            batch_rate / naive_rate,
+            "x",
+            ">= 10x",
+            batch_rate / naive_rate >= 10,
+            "",
+        ),
     ]
 
 
@@ -80,8 +110,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for r in results:
         print(r.row())
     if not args.no_write:
-        write_section("rules", f"python -m bench.bench_rules --count {args.count} --batch {args.batch}",
-                      results, "Release build of native/ (maturin --release), one thread.")
+        write_section(
+            "rules",
+            f"python -m bench.bench_rules --count {args.count} --batch {args.batch}",
+            results,
+            "Release build of native/ (maturin --release), one thread.",
+        )
     return results
 
 

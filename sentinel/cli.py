@@ -299,7 +299,9 @@ def rules_lint(
 
 @rules_app.command("publish")
 def rules_publish(
-    pack_dir: Annotated[Path, typer.Argument(help="a pack folder, e.g. rules/core", file_okay=False)],
+    pack_dir: Annotated[
+        Path, typer.Argument(help="a pack folder, e.g. rules/core", file_okay=False)
+    ],
 ) -> None:
     """Publish a pack to sentinel.rules.v1 (key = pack name); running workers hot-reload it."""
     from kafka.errors import KafkaError
@@ -327,7 +329,8 @@ def rules_publish(
         raise _fail(f"cannot publish to {settings.kafka_bootstrap}: {exc!r}") from None
     out.print(
         f"published pack {pack.name} {pack.version} ({len(pack.rules)} rules) to {RULES} "
-        f"at offset {record.offset}", highlight=False,
+        f"at offset {record.offset}",
+        highlight=False,
     )
 
 
@@ -432,64 +435,42 @@ def _scenario_records(
 
 @app.command()
 def demo(
-    count: Annotated[
-        int, typer.Option(min=1, help="events of the mixed scenario to replay")
-    ] = 50_000,
+    count: Annotated[int, typer.Option(min=1, help="events of the mixed scenario")] = 50_000,
     seed: Annotated[int, typer.Option(help="scenario seed")] = 7,
+    malformed: Annotated[int, typer.Option(min=0, help="malformed records mixed in")] = 10,
     keep_running: Annotated[
         bool, typer.Option(help="leave a broker this command started running afterwards")
     ] = False,
 ) -> None:
-    """The main job end to end on the embedded defaults: broker, topics, mixed replay, summary."""
-    from sentinel.kafka import EVENTS, BrokerError, EmbeddedBroker, contract_topics, create_topics
-    from sentinel.kafka.clients import admin_client
-    from sentinel.kafka.topics import message_counts
+    """The main job end to end: broker, topics, a detection worker, a mixed replay, a summary."""
+    from sentinel.demo import DemoError, run
 
-    settings = _settings()
-    broker = EmbeddedBroker(settings, say=lambda line: err.print(line, highlight=False))
-    started_here = settings.kafka_embedded and broker.pid() is None
-    out.rule("1. Kafka broker")
-    try:
-        out.print(broker.start().describe(), highlight=False)
-    except BrokerError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        out.rule("2. contract topics")
-        admin = admin_client(settings)
-        try:
-            created, present = create_topics(admin, contract_topics(settings))
-        finally:
-            admin.close()
-        out.print(f"created: {', '.join(created) or '-'}; already there: {len(present)}")
-        before = message_counts(settings, [EVENTS]).get(EVENTS, 0)
-        out.rule(f"3. replay scenario 'mixed' ({count:,} events, seed {seed})")
+    def produce(n: int, s: int, bad: int) -> None:
         replay(
             scenario="mixed",
-            count=count,
+            count=n,
             rate=None,
-            seed=seed,
+            seed=s,
             hosts=20,
             start="now",
-            malformed=0,
+            malformed=bad,
             to=None,
             topic=None,
             quiet=False,
         )
-        after = message_counts(settings, [EVENTS]).get(EVENTS, 0)
-        out.rule("4. summary")
-        table = Table("what", "value")
-        table.add_row("broker", settings.kafka_bootstrap)
-        table.add_row(f"{EVENTS} messages before", f"{before:,}")
-        table.add_row(f"{EVENTS} messages after", f"{after:,}")
-        table.add_row("produced by this demo (offsets)", f"{after - before:,}")
-        out.print(table)
-        if after - before != count:
-            raise _fail(f"expected {count:,} new messages on {EVENTS}, found {after - before:,}")
-    finally:
-        if started_here and not keep_running:
-            broker.stop()
-        elif settings.kafka_embedded:
-            out.print("the broker keeps running: `make kafka-down` stops it")
+
+    try:
+        run(
+            _settings(),
+            out,
+            count=count,
+            seed=seed,
+            malformed=malformed,
+            keep_running=keep_running,
+            replay=produce,
+        )
+    except DemoError as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

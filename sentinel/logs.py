@@ -55,8 +55,8 @@ def configure_logging(settings: Settings, *, install_handler: bool = True) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # kafka-python is chatty at INFO about every connection it opens.
-    logging.getLogger("kafka").setLevel(max(level, logging.WARNING))
+    # kafka-python is chatty about every connection and every slow poll.
+    logging.getLogger("kafka").setLevel(max(level, logging.ERROR))
 
 
 def get_logger(name: str) -> Any:

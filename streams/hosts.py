@@ -15,8 +15,12 @@ from faust.web import Request, Response, View
 from streams.app import app
 
 HOST_ACTIVITY = app.topic(
-    "sentinel-streams-host-activity", key_type=bytes, value_type=bytes,
-    key_serializer="raw", value_serializer="raw", internal=True,
+    "sentinel-streams-host-activity",
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    internal=True,
 )
 host_stats = app.Table("host-stats", default=dict)
 
@@ -40,20 +44,29 @@ class Health(View):
 
         rt = runtime()
         c = rt.counters
-        return self.json({
-            "status": "ok",
-            "app": rt.settings.streams_app_id,
-            "packs": {name: p.version for name, p in rt.ruleset.packs.items()},
-            "rules": len(rt.ruleset.rules),
-            "rule_reloads": rt.ruleset.reloads,
-            "events": c.events, "valid": c.valid, "dead_letters": c.dead_letters,
-            "alerts_published": c.alerts_published, "rule_failures": c.rule_failures,
-            "failures_by_rule": dict(rt.detector.failures_by_rule),
-            "batches": c.batches, "warmed_events": c.warmed_events,
-            "enrichment": {"snapshot": rt.enricher.snapshot, "degraded_keys": c.degraded_enrichment_keys,
-                           "adapters": rt.enricher.metrics()},
-            "uptime_s": round(time.time() - c.started, 1),
-        })
+        return self.json(
+            {
+                "status": "ok",
+                "app": rt.settings.streams_app_id,
+                "packs": {name: p.version for name, p in rt.ruleset.packs.items()},
+                "rules": len(rt.ruleset.rules),
+                "rule_reloads": rt.ruleset.reloads,
+                "events": c.events,
+                "valid": c.valid,
+                "dead_letters": c.dead_letters,
+                "alerts_published": c.alerts_published,
+                "rule_failures": c.rule_failures,
+                "failures_by_rule": dict(rt.detector.failures_by_rule),
+                "batches": c.batches,
+                "warmed_events": c.warmed_events,
+                "enrichment": {
+                    "snapshot": rt.enricher.snapshot,
+                    "degraded_keys": c.degraded_enrichment_keys,
+                    "adapters": rt.enricher.metrics(),
+                },
+                "uptime_s": round(time.time() - c.started, 1),
+            }
+        )
 
 
 @app.page("/hosts/{host_id}/stats")

@@ -24,8 +24,11 @@ async def follow_rule_packs() -> None:
     rt = runtime()
     while True:
         consumer = AIOKafkaConsumer(
-            RULES, bootstrap_servers=rt.settings.kafka_bootstrap, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            RULES,
+            bootstrap_servers=rt.settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             client_id=f"{rt.settings.streams_app_id}-rules",
         )
         try:
@@ -34,14 +37,21 @@ async def follow_rule_packs() -> None:
                 offer = rt.ruleset.offer(message.value or b"")
                 pack = (message.key or b"?").decode(errors="replace")
                 if offer.applied:
-                    log.info("rule pack reloaded", pack=pack, offset=message.offset,
-                             result=offer.reason, rules=len(rt.ruleset.rules))
+                    log.info(
+                        "rule pack reloaded",
+                        pack=pack,
+                        offset=message.offset,
+                        result=offer.reason,
+                        rules=len(rt.ruleset.rules),
+                    )
                 elif offer.reason.startswith("rejected"):
-                    log.error("rule pack rejected", pack=pack, offset=message.offset,
-                              reason=offer.reason)
+                    log.error(
+                        "rule pack rejected", pack=pack, offset=message.offset, reason=offer.reason
+                    )
                 else:
-                    log.info("rule pack skipped", pack=pack, offset=message.offset,
-                             reason=offer.reason)
+                    log.info(
+                        "rule pack skipped", pack=pack, offset=message.offset, reason=offer.reason
+                    )
         except KafkaError as exc:
             log.warning("rules topic unavailable; retrying", error=repr(exc))
             await asyncio.sleep(2)

@@ -45,10 +45,11 @@ class Runtime:
         self.warmed: set[tuple[str, int]] = set()
         self.counters = Counters()
         log.info(
-            "rules loaded", packs={p.name: p.version for p in packs},
-            rules=len(self.ruleset.rules), rules_dir=str(settings.rules_dir),
+            "rules loaded",
+            packs={p.name: p.version for p in packs},
+            rules=len(self.ruleset.rules),
+            rules_dir=str(settings.rules_dir),
         )
-
 
     async def process(self, records: list[RawRecord]) -> Outcome:
         """validate → enrich → detect for one batch (publishing is the caller's job)."""

@@ -11,8 +11,12 @@ from sentinel.kafka import topics as names
 
 def declare(app: faust.App) -> dict[str, Any]:
     """Raw-bytes topics: the stream validates and encodes itself, and DLQ bytes stay untouched."""
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                           "value_serializer": "raw"}
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     return {
         "events": app.topic(names.EVENTS, **raw),
         "dlq": app.topic(names.EVENTS_DLQ, **raw),

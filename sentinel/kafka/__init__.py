@@ -1,5 +1,6 @@
 """Kafka helpers: the embedded broker, the contract topics and client factories."""
 
+from sentinel.kafka import offsets
 from sentinel.kafka.broker import BrokerError, BrokerStatus, EmbeddedBroker, answers_metadata
 from sentinel.kafka.topics import (
     ALERTS,
@@ -27,4 +28,5 @@ __all__ = [
     "contract_topics",
     "create_topics",
     "describe_topics",
+    "offsets",
 ]

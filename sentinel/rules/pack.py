@@ -111,16 +111,27 @@ def pack_from_message(message: dict[str, Any]) -> Pack:
     for entry in message["rules"]:
         source = entry["source"]
         if "sha256" in entry and hashlib.sha256(source.encode()).hexdigest() != entry["sha256"]:
-            raise PackError(f"rule-pack message: rule '{entry['id']}': source does not match its sha256")
-        rules.append(RuleSpec(
-            id=entry["id"], file=entry.get("file", f"{entry['id']}.rhai"), title=entry["title"],
-            severity=entry["severity"], kinds=tuple(entry["kinds"]), source=source,
-            mitre=tuple(entry.get("mitre") or ()), capabilities=tuple(entry.get("capabilities") or ()),
-            dedup=str(entry.get("dedup", "host.id")),
-            suppress_seconds=int(entry.get("suppress_seconds", 0)),
-        ))
+            raise PackError(
+                f"rule-pack message: rule '{entry['id']}': source does not match its sha256"
+            )
+        rules.append(
+            RuleSpec(
+                id=entry["id"],
+                file=entry.get("file", f"{entry['id']}.rhai"),
+                title=entry["title"],
+                severity=entry["severity"],
+                kinds=tuple(entry["kinds"]),
+                source=source,
+                mitre=tuple(entry.get("mitre") or ()),
+                capabilities=tuple(entry.get("capabilities") or ()),
+                dedup=str(entry.get("dedup", "host.id")),
+                suppress_seconds=int(entry.get("suppress_seconds", 0)),
+            )
+        )
     return Pack(
-        name=message["name"], version=message["version"], rules=tuple(rules),
+        name=message["name"],
+        version=message["version"],
+        rules=tuple(rules),
         lists={k: list(v) for k, v in (message.get("lists") or {}).items()},
         description=str(message.get("description", "")),
     )

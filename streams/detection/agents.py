@@ -31,8 +31,13 @@ async def detect_threats(stream: Any) -> None:
         settings.streams_batch_size, within=settings.streams_batch_within_s
     ):
         records = [
-            RawRecord(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                      e.message.offset)
+            RawRecord(
+                e.message.key,
+                e.message.value,
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+            )
             for e in batch
         ]
         await _warm_new_partitions(rt, batch)
@@ -48,11 +53,13 @@ async def detect_threats(stream: Any) -> None:
         activity: Counter[str] = Counter(e["host"]["id"] for e in outcome.events)
         alerts_by_host: Counter[str] = Counter(a["host"]["id"] for a in outcome.alerts)
         for host, n in activity.items():
-            sends.append(await HOST_ACTIVITY.send(
-                key=host.encode(),
-                value=orjson.dumps({"events": n, "alerts": alerts_by_host.get(host, 0)}),
-                force=True,
-            ))
+            sends.append(
+                await HOST_ACTIVITY.send(
+                    key=host.encode(),
+                    value=orjson.dumps({"events": n, "alerts": alerts_by_host.get(host, 0)}),
+                    force=True,
+                )
+            )
         await asyncio.gather(*sends)  # durable before take_events acks the batch
         counters.batches += 1
         counters.events += len(records)
@@ -71,7 +78,11 @@ async def _warm_new_partitions(rt: Any, batch: list[Any]) -> None:
     for (topic, partition), message in firsts.items():
         rt.warmed.add((topic, partition))
         rt.counters.warmed_events += await warm_up(
-            rt.settings, rt.detector, topic, partition, message.offset,
+            rt.settings,
+            rt.detector,
+            topic,
+            partition,
+            message.offset,
             int(message.timestamp * 1000),
         )
 

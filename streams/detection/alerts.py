@@ -64,7 +64,9 @@ def build_alert(
         "id": alert_id,
         "ts": event["ts"],
         "rule": {"id": rule.id, "version": pack.version, "hash": rule.sha256},
-        "severity": severity if severity in ("low", "medium", "high", "critical") else rule.severity,
+        "severity": severity
+        if severity in ("low", "medium", "high", "critical")
+        else rule.severity,
         "title": str(emitted.get("title") or rule.title),
         "host": host,
         "event_ids": [event["id"]],

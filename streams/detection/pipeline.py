@@ -36,7 +36,9 @@ class Outcome:
 class Detector:
     """Turns batches of records into valid events, dead letters and alerts."""
 
-    def __init__(self, ruleset: RuleSet, *, max_event_bytes: int, suppress_max: int = 100_000) -> None:
+    def __init__(
+        self, ruleset: RuleSet, *, max_event_bytes: int, suppress_max: int = 100_000
+    ) -> None:
         self.ruleset = ruleset
         self.max_event_bytes = max_event_bytes
         self.suppressor = Suppressor(suppress_max)
@@ -47,7 +49,11 @@ class Detector:
         outcome = Outcome()
         for r in records:
             checked = validate_record(
-                r.key, r.value, topic=r.topic, partition=r.partition, offset=r.offset,
+                r.key,
+                r.value,
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
                 max_bytes=self.max_event_bytes,
             )
             if isinstance(checked, DeadLetter):
@@ -67,9 +73,13 @@ class Detector:
             self.failures_by_rule[failure.rule_id] += 1
             if publish:
                 log.warning(
-                    "rule failed", rule=failure.rule_id, kind=failure.kind,
-                    event_id=events[failure.event_index].get("id"), message=failure.message,
-                    line=failure.line, column=failure.column,
+                    "rule failed",
+                    rule=failure.rule_id,
+                    kind=failure.kind,
+                    event_id=events[failure.event_index].get("id"),
+                    message=failure.message,
+                    line=failure.line,
+                    column=failure.column,
                 )
         rules = self.ruleset.rules
         for match in result.matches:
@@ -77,11 +87,16 @@ class Detector:
             if found is None:  # swapped out between evaluation and here: nothing to attribute
                 continue
             pack, rule = found
-            self.suppressor.add(build_alert(
-                match.alert, events[match.event_index], pack, rule,
-                engine_version=self.ruleset.engine_version,
-                enrichment_snapshot=self.enrichment_snapshot,
-            ))
+            self.suppressor.add(
+                build_alert(
+                    match.alert,
+                    events[match.event_index],
+                    pack,
+                    rule,
+                    engine_version=self.ruleset.engine_version,
+                    enrichment_snapshot=self.enrichment_snapshot,
+                )
+            )
         drained = self.suppressor.drain()
         if publish:
             outcome.alerts = drained

@@ -64,13 +64,17 @@ class RuleSet:
         current = self.packs.get(pack.name)
         if current is not None:
             if _version_key(pack.version) < _version_key(current.version):
-                return Offer(False, f"ignored: {pack.name} {pack.version} is older than "
-                             f"{current.version}")
+                return Offer(
+                    False, f"ignored: {pack.name} {pack.version} is older than {current.version}"
+                )
             if pack.version == current.version:
                 if pack.message()["rules"] == current.message()["rules"]:
                     return Offer(False, f"unchanged: {pack.name} {pack.version}")
-                return Offer(False, f"rejected: {pack.name} {pack.version} differs from the "
-                             "loaded pack of the same version (bump the version)")
+                return Offer(
+                    False,
+                    f"rejected: {pack.name} {pack.version} differs from the "
+                    "loaded pack of the same version (bump the version)",
+                )
         try:
             self.apply({**self.packs, pack.name: pack})
         except RuleError as exc:

@@ -20,7 +20,11 @@ log = get_logger(__name__)
 
 
 async def warm_up(
-    settings: Settings, detector: Detector, topic: str, partition: int, before_offset: int,
+    settings: Settings,
+    detector: Detector,
+    topic: str,
+    partition: int,
+    before_offset: int,
     first_timestamp_ms: int,
 ) -> int:
     """Evaluate (without publishing) this partition's events in the warm-up span; return how many."""
@@ -29,7 +33,9 @@ async def warm_up(
     started = time.perf_counter()
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
         client_id=f"{settings.streams_app_id}-warmup",
     )
     await consumer.start()
@@ -53,8 +59,12 @@ async def warm_up(
             if messages[-1].offset >= before_offset - 1:
                 break
         log.info(
-            "windows warmed", topic=topic, partition=partition, events=done,
-            offsets=f"{start}..{before_offset - 1}", seconds=round(time.perf_counter() - started, 2),
+            "windows warmed",
+            topic=topic,
+            partition=partition,
+            events=done,
+            offsets=f"{start}..{before_offset - 1}",
+            seconds=round(time.perf_counter() - started, 2),
         )
         return done
     finally:

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from sentinel.kafka import EmbeddedBroker, contract_topics, create_topics
+from sentinel.kafka import EVENTS, EmbeddedBroker, contract_topics, create_topics, offsets
 from sentinel.kafka.clients import admin_client
 from sentinel.settings import PROJECT_ROOT, Settings
 
@@ -46,14 +45,7 @@ class StreamEnv:
 
     def committed(self) -> int:
         """Events the worker group has committed on the events topic."""
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                 group_id=self.settings.streams_app_id, enable_auto_commit=False)
-        try:  # reads the group's committed offsets without joining the group
-            tps = [TopicPartition("sentinel.events.v1", p)
-                   for p in consumer.partitions_for_topic("sentinel.events.v1") or ()]
-            return sum(consumer.committed(tp) or 0 for tp in tps)
-        finally:
-            consumer.close()
+        return sum(offsets.committed(self.settings, self.settings.streams_app_id, EVENTS).values())
 
     def wait_committed(self, total: int, timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s
@@ -63,24 +55,12 @@ class StreamEnv:
             for w in self.workers:
                 w.check_alive()
             time.sleep(1)
-        raise AssertionError(f"only {self.committed()} of {total} events committed; "
-                             f"logs in {self.logs}")
+        raise AssertionError(
+            f"only {self.committed()} of {total} events committed; logs in {self.logs}"
+        )
 
     def read_all(self, topic: str) -> list[Any]:
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                 enable_auto_commit=False, consumer_timeout_ms=3000)
-        try:
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            records = []
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                for batch in consumer.poll(timeout_ms=2000, max_records=10_000).values():
-                    records.extend(batch)
-            return records
-        finally:
-            consumer.close()
+        return offsets.read_from(self.settings, topic)
 
 
 class Worker:
@@ -96,7 +76,10 @@ class Worker:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [str(faust), "-A", "streams.app", "worker", "-l", "info"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         out.close()
         self.wait(lambda h: h.get("status") == "ok", timeout_s=90)
@@ -115,8 +98,10 @@ class Worker:
 
     def check_alive(self) -> None:
         if not self.stopped and self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}; see {self.log}:\n"
-                                 + self.log.read_text()[-3000:])
+            raise AssertionError(
+                f"worker exited with {self.proc.returncode}; see {self.log}:\n"
+                + self.log.read_text()[-3000:]
+            )
 
     def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -147,8 +132,11 @@ def stream_env(tmp_path: Path, kafka: Settings) -> Iterator[StreamEnv]:
     """A private broker (fresh topics), settings and env for workers of a unique app id."""
     bootstrap = f"127.0.0.1:{free_port()}"
     settings = Settings(
-        state_dir=tmp_path / "state", cache_dir=kafka.cache_dir, kafka_bootstrap=bootstrap,
-        kafka_controller_port=free_port(), kafka_heap="512m",
+        state_dir=tmp_path / "state",
+        cache_dir=kafka.cache_dir,
+        kafka_bootstrap=bootstrap,
+        kafka_controller_port=free_port(),
+        kafka_heap="512m",
         streams_app_id=f"test-{uuid.uuid4().hex[:8]}",
     )
     broker = EmbeddedBroker(settings, say=lambda _: None)

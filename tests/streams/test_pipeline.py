@@ -34,11 +34,15 @@ def detector() -> Detector:
 def test_every_malformed_record_becomes_a_dead_letter_with_reason_and_source() -> None:
     bad = malformed_records(16, seed=3)
     for offset, value in enumerate(bad):
-        result = validate_record(b"key", value, topic="t", partition=4, offset=offset, max_bytes=65536)
+        result = validate_record(
+            b"key", value, topic="t", partition=4, offset=offset, max_bytes=65536
+        )
         assert isinstance(result, DeadLetter), value
         headers = dict(result.headers())
         assert headers["stage"] == b"validate" and headers["source-topic"] == b"t"
-        assert headers["source-partition"] == b"4" and headers["source-offset"] == str(offset).encode()
+        assert (
+            headers["source-partition"] == b"4" and headers["source-offset"] == str(offset).encode()
+        )
         assert result.value == value and result.key == b"key", "original bytes untouched"
         assert headers["error"], "a reason"
 
@@ -55,8 +59,9 @@ def test_oversized_and_empty_records_are_dead_letters() -> None:
 def test_contract_errors_name_the_field_in_the_dead_letter() -> None:
     event = next(generate("baseline", 1))
     del event["host"]["id"]
-    result = validate_record(None, orjson.dumps(event), topic="t", partition=0, offset=0,
-                             max_bytes=65536)
+    result = validate_record(
+        None, orjson.dumps(event), topic="t", partition=0, offset=0, max_bytes=65536
+    )
     assert isinstance(result, DeadLetter)
     assert result.error == "event: field 'host.id': required field is missing"
 
@@ -119,13 +124,27 @@ def test_alert_has_provenance_rule_hash_and_dedup_key() -> None:
     pack = load_pack(CORE)
     rule = pack.rule("core.shadow_access")
     event = json.loads((PROJECT_ROOT / "contracts/examples/valid/event-proc-exec.json").read_text())
-    alert = build_alert({"context": {"a": 1}, "severity": "critical"}, event, pack, rule,
-                        engine_version="0.1.0", enrichment_snapshot="ti:abc")
-    assert alert["rule"] == {"id": "core.shadow_access", "version": pack.version, "hash": rule.sha256}
+    alert = build_alert(
+        {"context": {"a": 1}, "severity": "critical"},
+        event,
+        pack,
+        rule,
+        engine_version="0.1.0",
+        enrichment_snapshot="ti:abc",
+    )
+    assert alert["rule"] == {
+        "id": "core.shadow_access",
+        "version": pack.version,
+        "hash": rule.sha256,
+    }
     assert alert["severity"] == "critical" and alert["mitre"] == ["T1003.008"]
     assert alert["dedup_key"] == "h-017|www-data"
-    assert alert["provenance"] == {"pack": "core", "pack_version": pack.version,
-                                   "engine_version": "0.1.0", "enrichment_snapshot": "ti:abc"}
+    assert alert["provenance"] == {
+        "pack": "core",
+        "pack_version": pack.version,
+        "engine_version": "0.1.0",
+        "enrichment_snapshot": "ti:abc",
+    }
     validate("alert", alert)
 
 
@@ -137,8 +156,15 @@ def test_hot_reload_applies_newer_packs_and_rejects_broken_or_older_ones() -> No
 
     newer = copy.deepcopy(message)
     newer["version"] = "1.0.1"
-    newer["rules"].append({"id": "core.marker", "title": "marker", "severity": "low",
-                           "kinds": ["proc"], "source": "emit(#{});"})
+    newer["rules"].append(
+        {
+            "id": "core.marker",
+            "title": "marker",
+            "severity": "low",
+            "kinds": ["proc"],
+            "source": "emit(#{});",
+        }
+    )
     offer = ruleset.offer(orjson.dumps(newer))
     assert offer.applied, offer.reason
     assert "core.marker" in ruleset.rules and ruleset.packs["core"].version == "1.0.1"

@@ -92,10 +92,16 @@ def test_mixed_replay_raises_every_attack_and_loses_nothing(stream_env: StreamEn
 def _marker_pack(version: str, source: str) -> bytes:
     message = load_pack(PROJECT_ROOT / "rules" / "core").message()
     message["version"] = version
-    message["rules"].append({
-        "id": "core.hot_reload_marker", "title": "hot reload marker", "severity": "low",
-        "kinds": ["proc"], "mitre": ["T1059"], "source": source,
-    })
+    message["rules"].append(
+        {
+            "id": "core.hot_reload_marker",
+            "title": "hot reload marker",
+            "severity": "low",
+            "kinds": ["proc"],
+            "mitre": ["T1059"],
+            "source": source,
+        }
+    )
     return orjson.dumps(message)
 
 
@@ -104,8 +110,12 @@ def _marker_event(n: int) -> dict:
     event["id"] = f"marker-{n}"
     event["kind"] = "proc"
     event.pop("net", None), event.pop("file", None), event.pop("dns", None), event.pop("auth", None)
-    event["proc"] = {"action": "exec", "pid": 1000 + n, "exe": "/usr/bin/true",
-                     "cmdline": f"true sentinel-marker-{n}"}
+    event["proc"] = {
+        "action": "exec",
+        "pid": 1000 + n,
+        "exe": "/usr/bin/true",
+        "cmdline": f"true sentinel-marker-{n}",
+    }
     return event
 
 
@@ -114,7 +124,9 @@ def test_hot_reload_swaps_rules_without_restart_and_rejects_broken_packs(
 ) -> None:
     worker = stream_env.worker().start()
     pid = worker.proc.pid if worker.proc else None
-    marker_rule = 'if event.proc.cmdline.contains("sentinel-marker") { emit(#{ context: #{ n: 1 } }); }'
+    marker_rule = (
+        'if event.proc.cmdline.contains("sentinel-marker") { emit(#{ context: #{ n: 1 } }); }'
+    )
     replay_to_kafka([_marker_event(1)], stream_env.settings, EVENTS)
     stream_env.wait_committed(1)
 
@@ -132,8 +144,11 @@ def test_hot_reload_swaps_rules_without_restart_and_rejects_broken_packs(
     replay_to_kafka([_marker_event(3)], stream_env.settings, EVENTS)
     stream_env.wait_committed(3)
 
-    marker_alerts = [a for a in _latest_alerts(stream_env).values()
-                     if a["rule"]["id"] == "core.hot_reload_marker"]
+    marker_alerts = [
+        a
+        for a in _latest_alerts(stream_env).values()
+        if a["rule"]["id"] == "core.hot_reload_marker"
+    ]
     assert sorted(i for a in marker_alerts for i in a["event_ids"]) == ["marker-2", "marker-3"]
     assert worker.proc is not None and worker.proc.pid == pid and worker.proc.poll() is None
     log = worker.log.read_text()
