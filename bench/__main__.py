@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_contracts", "bench.bench_replay", "bench.bench_rules"]
+BENCHES = ["bench.bench_contracts", "bench.bench_replay", "bench.bench_rules", "bench.bench_stream"]
 
 
 def main() -> int:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         900.0, ge=0, description="event time replayed on partition assignment to rebuild windows"
     )
     streams_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    streams_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts on the events topic"
+    )
 
     # --- enrichment (paths or http(s) URLs; None = the feeds shipped in streams/enrichment/feeds)
     enrichment_threat_intel: str | None = None

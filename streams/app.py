@@ -37,10 +37,9 @@ def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.web_port = settings.streams_web_port
     conf.web_bind = settings.streams_web_host
     conf.broker_commit_interval = 1.0
-    conf.consumer_auto_offset_reset = "earliest"
+    conf.consumer_auto_offset_reset = settings.streams_auto_offset_reset
     conf.producer_acks = -1
     conf.stream_wait_empty = False
-    # A fresh group reads the events topic from the start instead of waiting for new records.
     conf.consumer_max_fetch_size = 4 * 1024 * 1024
     conf.broker_max_poll_records = settings.streams_batch_size
 
