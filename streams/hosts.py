@@ -59,6 +59,8 @@ class Health(View):
                 "failures_by_rule": dict(rt.detector.failures_by_rule),
                 "batches": c.batches,
                 "warmed_events": c.warmed_events,
+                "detect_s": round(c.detect_s, 3),
+                "busy_s": round(c.busy_s, 3),
                 "enrichment": {
                     "snapshot": rt.enricher.snapshot,
                     "degraded_keys": c.degraded_enrichment_keys,

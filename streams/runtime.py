@@ -28,6 +28,8 @@ class Counters:
     batches: int = 0
     warmed_events: int = 0
     degraded_enrichment_keys: int = 0
+    detect_s: float = 0.0  # time in validate + enrich + detect
+    busy_s: float = 0.0  # that plus publishing and waiting for acks
     started: float = field(default_factory=time.time)
 
 

@@ -8,6 +8,7 @@ events are acked, so Faust commits an offset only after what it caused is durabl
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -41,7 +42,9 @@ async def detect_threats(stream: Any) -> None:
             for e in batch
         ]
         await _warm_new_partitions(rt, batch)
+        started = time.perf_counter()
         outcome = await rt.process(records)
+        counters.detect_s += time.perf_counter() - started
         sends = [
             await TOPICS["dlq"].send(key=d.key, value=d.value, headers=d.headers(), force=True)
             for d in outcome.dead
@@ -61,6 +64,7 @@ async def detect_threats(stream: Any) -> None:
                 )
             )
         await asyncio.gather(*sends)  # durable before take_events acks the batch
+        counters.busy_s += time.perf_counter() - started
         counters.batches += 1
         counters.events += len(records)
         counters.valid += len(outcome.events)
