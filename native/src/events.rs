@@ -1,0 +1,127 @@
+//! Turning input bytes into Rhai values: one JSON event per line, parsed once per batch
+//! and shared by every rule that sees it.
+
+use rhai::{Dynamic, ImmutableString};
+
+use crate::context::EventTime;
+use crate::projection::Projection;
+use crate::windows::parse_rfc3339_micros;
+
+/// One decoded event, or why it could not be decoded.
+pub type EventInput = Result<Dynamic, String>;
+
+/// Events of newline-delimited JSON, indexed by line number (0-based). Blank lines (only
+/// spaces, tabs, CR) are skipped but still count towards the index, so an index always
+/// names its line.
+pub fn jsonl_events<'a>(
+    data: &'a [u8],
+    projection: &'a Projection,
+) -> impl Iterator<Item = (usize, EventInput)> + 'a {
+    lines(data)
+        .enumerate()
+        .filter(|(_, line)| !is_blank(line))
+        .map(move |(index, line)| (index, parse_event(line, projection)))
+}
+
+/// A line holding only JSON whitespace (spaces, tabs, a trailing CR) carries no event.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+/// The lines of `data` (without their `\n`), found with a vectorized byte search.
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b'\n', current) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+/// Parse one JSON document straight into a Rhai value (no intermediate tree), keeping only
+/// what `projection` says some rule can read.
+pub fn parse_event(line: &[u8], projection: &Projection) -> EventInput {
+    projection
+        .parse(line)
+        .map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// The event's `kind` (for the prefilter) and its `ts` (for windows).
+pub fn event_kind_and_time(event: &Dynamic) -> (Option<ImmutableString>, EventTime) {
+    let Ok(map) = event.as_map_ref() else {
+        return (None, EventTime::Missing);
+    };
+    let kind = map
+        .get("kind")
+        .and_then(|k| k.as_immutable_string_ref().ok().map(|s| (*s).clone()));
+    let time = match map.get("ts") {
+        None => EventTime::Missing,
+        Some(ts) => match ts.as_immutable_string_ref() {
+            Ok(text) => {
+                parse_rfc3339_micros(text.as_str()).map_or(EventTime::Invalid, EventTime::At)
+            }
+            Err(_) => EventTime::Invalid,
+        },
+    };
+    (kind, time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &[u8]) -> EventInput {
+        parse_event(line, &Projection::Whole)
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_but_indexed() {
+        let data = b"{\"a\":1}\n\n  \r\n{\"b\":2}\r\n{oops\n";
+        let events: Vec<_> = jsonl_events(data, &Projection::Whole).collect();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].0, 0);
+        assert_eq!(events[1].0, 3);
+        assert!(events[1].1.is_ok(), "CRLF line endings are accepted");
+        assert_eq!(events[2].0, 4);
+        assert!(events[2]
+            .1
+            .as_ref()
+            .is_err_and(|e| e.starts_with("invalid JSON")));
+    }
+
+    #[test]
+    fn lines_split_like_slice_split() {
+        for data in [&b""[..], b"\n", b"a", b"a\n", b"a\nb", b"\n\na\n\n"] {
+            let ours: Vec<&[u8]> = lines(data).collect();
+            let std: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            assert_eq!(ours, std);
+        }
+    }
+
+    #[test]
+    fn kind_and_time_are_read_once() {
+        let event = parse(br#"{"kind":"proc","ts":"1970-01-01T00:00:01Z"}"#).expect("json");
+        let (kind, time) = event_kind_and_time(&event);
+        assert_eq!(kind.as_deref(), Some("proc"));
+        assert_eq!(time, EventTime::At(1_000_000));
+        let event = parse(br#"{"kind":7,"ts":"yesterday"}"#).expect("json");
+        assert_eq!(event_kind_and_time(&event), (None, EventTime::Invalid));
+    }
+
+    #[test]
+    fn big_integers_become_floats() {
+        let event = parse(br#"{"n": 18446744073709551615, "i": -5, "f": 1.5}"#).expect("json");
+        let map = event.as_map_ref().expect("map");
+        assert!(map["n"].is_float());
+        assert_eq!(map["i"].as_int(), Ok(-5));
+        assert_eq!(map["f"].as_float(), Ok(1.5));
+    }
+}

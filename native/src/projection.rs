@@ -1,0 +1,338 @@
+//! Which parts of an event the loaded rules can read, so JSON parsing skips the rest.
+//!
+//! Building Rhai values is most of the cost of an event (every string and map is an
+//! allocation, then a free). A rule can only observe the event through the `event`
+//! variable; when every use is a plain property chain (`event.proc.exe`, `event.host`,
+//! `event.dns.query.len()`), the union of those chains is all any rule can see. Any other
+//! use (`event` passed whole, indexed with `[...]`) makes the whole event needed.
+
+use std::fmt;
+
+use rhai::{ASTNode, Array, Dynamic, Expr, Map, AST, FLOAT, INT};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::hashing::FastMap;
+
+/// The parts of a value that are needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Projection {
+    /// The value as it is, all of it.
+    Whole,
+    /// Only these keys, if the value is a map (anything else is kept whole).
+    Fields(FastMap<String, Projection>),
+}
+
+impl Default for Projection {
+    /// Nothing needed yet: the start of a union.
+    fn default() -> Self {
+        Self::Fields(FastMap::default())
+    }
+}
+
+impl Projection {
+    /// Add a needed path; the empty path means the whole value.
+    pub fn add_path(&mut self, path: &[&str]) {
+        let Self::Fields(fields) = self else {
+            return;
+        };
+        match path.split_first() {
+            None => *self = Self::Whole,
+            Some((first, rest)) => fields
+                .entry((*first).to_string())
+                .or_default()
+                .add_path(rest),
+        }
+    }
+
+    /// Everything either projection needs.
+    pub fn union(&mut self, other: &Projection) {
+        match (&mut *self, other) {
+            (Self::Whole, _) => {}
+            (_, Self::Whole) => *self = Self::Whole,
+            (Self::Fields(mine), Self::Fields(theirs)) => {
+                for (key, sub) in theirs {
+                    mine.entry(key.clone()).or_default().union(sub);
+                }
+            }
+        }
+    }
+
+    /// What a rule can read of the `event` variable.
+    pub fn of_rule(ast: &AST) -> Projection {
+        let mut needed = Projection::default();
+        ast.walk(&mut |path: &[ASTNode]| {
+            let Some(ASTNode::Expr(node @ Expr::Variable(var, ..))) = path.last() else {
+                return true;
+            };
+            if var.1.as_str() != "event" {
+                return true;
+            }
+            let chain = match path.len().checked_sub(2).map(|i| &path[i]) {
+                Some(ASTNode::Expr(Expr::Dot(dot, ..))) if std::ptr::eq(&dot.lhs, *node) => {
+                    property_chain(&dot.rhs)
+                }
+                _ => Vec::new(),
+            };
+            needed.add_path(&chain);
+            // Once the whole event is needed nothing can add to it.
+            needed != Projection::Whole
+        });
+        needed
+    }
+
+    /// Parse one JSON document, keeping only what is needed.
+    pub fn parse(&self, json: &[u8]) -> Result<Dynamic, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let value = ProjectSeed(self).deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+}
+
+/// The property names after `event` in a chain such as `event.proc.exe.len()`
+/// (here `["proc", "exe"]`: the method needs the whole of `exe`).
+fn property_chain(expr: &Expr) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut at = expr;
+    loop {
+        match at {
+            Expr::Property(prop, ..) => {
+                names.push(prop.2.as_str());
+                return names;
+            }
+            Expr::Dot(dot, ..) => match &dot.lhs {
+                Expr::Property(prop, ..) => {
+                    names.push(prop.2.as_str());
+                    at = &dot.rhs;
+                }
+                _ => return names,
+            },
+            Expr::Index(index, ..) => {
+                if let Expr::Property(prop, ..) = &index.lhs {
+                    names.push(prop.2.as_str());
+                }
+                return names;
+            }
+            _ => return names,
+        }
+    }
+}
+
+/// Deserializes a value under a projection into a Rhai value, converting scalars exactly as
+/// Rhai's own `Deserialize for Dynamic` does.
+struct ProjectSeed<'p>(&'p Projection);
+
+impl<'de> DeserializeSeed<'de> for ProjectSeed<'_> {
+    type Value = Dynamic;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Dynamic, D::Error> {
+        match self.0 {
+            Projection::Whole => Dynamic::deserialize(deserializer),
+            Projection::Fields(fields) => deserializer.deserialize_any(ProjectVisitor(fields)),
+        }
+    }
+}
+
+struct ProjectVisitor<'p>(&'p FastMap<String, Projection>);
+
+impl<'de> Visitor<'de> for ProjectVisitor<'_> {
+    type Value = Dynamic;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Dynamic, E> {
+        Ok(Dynamic::from_bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dynamic, E> {
+        Ok(Dynamic::from_int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dynamic, E> {
+        Ok(INT::try_from(v).map_or_else(|_| Dynamic::from_float(v as FLOAT), Dynamic::from_int))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dynamic, E> {
+        Ok(Dynamic::from_float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
+        let mut array = Array::new();
+        while let Some(item) = seq.next_element::<Dynamic>()? {
+            array.push(item);
+        }
+        Ok(Dynamic::from_array(array))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Dynamic, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<Key<'de>>()? {
+            match self.0.get(key.as_str()) {
+                Some(sub) => {
+                    let value = access.next_value_seed(ProjectSeed(sub))?;
+                    map.insert(key.as_str().into(), value);
+                }
+                None => {
+                    access.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Dynamic::from_map(map))
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn projection_of(source: &str) -> Projection {
+        let mut engine = rhai::Engine::new_raw();
+        engine.set_strict_variables(true);
+        let mut scope = rhai::Scope::new();
+        scope.push_dynamic("event", Dynamic::UNIT);
+        Projection::of_rule(&engine.compile_with_scope(&scope, source).expect("compiles"))
+    }
+
+    fn fields(paths: &[&[&str]]) -> Projection {
+        let mut p = Projection::default();
+        for path in paths {
+            p.add_path(path);
+        }
+        p
+    }
+
+    #[test]
+    fn property_chains_are_projected() {
+        assert_eq!(
+            projection_of(r#"if event.proc.exe == "x" && event.host.id != "" { emit(); }"#),
+            fields(&[&["proc", "exe"], &["host", "id"]])
+        );
+        assert_eq!(
+            projection_of("event.proc.keys(); event.dns.query.len(); \"a\" in event.auth"),
+            fields(&[&["proc"], &["dns", "query"], &["auth"]])
+        );
+        assert_eq!(
+            projection_of("event?.labels.attack; event.a.b[0].c;"),
+            fields(&[&["labels", "attack"], &["a", "b"]])
+        );
+        assert_eq!(projection_of("let x = 1;"), Projection::default());
+    }
+
+    #[test]
+    fn whole_event_uses_are_not_projected() {
+        for source in [
+            "let e = event;",
+            r#"event["proc"]"#,
+            "emit(#{context: event});",
+            "type_of(event)",
+            "for x in event.keys() {} f(event); fn f(e) {}",
+        ] {
+            assert_eq!(projection_of(source), Projection::Whole, "{source}");
+        }
+    }
+
+    #[test]
+    fn union_keeps_the_widest_need() {
+        let mut p = fields(&[&["proc", "exe"]]);
+        p.union(&fields(&[&["proc"], &["host", "id"]]));
+        assert_eq!(p, fields(&[&["proc"], &["host", "id"]]));
+        p.union(&Projection::Whole);
+        assert_eq!(p, Projection::Whole);
+    }
+
+    #[test]
+    fn parse_keeps_only_projected_fields_and_converts_like_rhai() {
+        let p = fields(&[
+            &["kind"],
+            &["proc", "exe"],
+            &["proc", "args"],
+            &["n"],
+            &["big"],
+        ]);
+        let json = br#"{"kind":"proc","schema":"x","proc":{"exe":"/bin/sh","pid":1,"args":[1,"a",{"b":null}]},"n":-3,"big":18446744073709551615,"skip":{"deep":[1,2,3]}}"#;
+        let value = p.parse(json).expect("valid");
+        let full: Dynamic = serde_json::from_slice(json).expect("valid");
+        let map = value.as_map_ref().expect("map");
+        let full_map = full.as_map_ref().expect("map");
+        assert_eq!(map.len(), 4);
+        assert!(!map.contains_key("schema") && !map.contains_key("skip"));
+        assert_eq!(map["kind"].to_string(), full_map["kind"].to_string());
+        assert_eq!(map["n"].as_int(), Ok(-3));
+        assert!(map["big"].is_float());
+        let proc = map["proc"].as_map_ref().expect("map");
+        assert_eq!(proc.len(), 2);
+        assert_eq!(
+            format!("{:?}", proc["args"]),
+            format!("{:?}", full_map["proc"].as_map_ref().expect("map")["args"])
+        );
+    }
+
+    #[test]
+    fn projected_parse_still_rejects_malformed_json() {
+        let p = fields(&[&["kind"]]);
+        for bad in [
+            &b"{"[..],
+            b"{\"skip\": [1, }",
+            b"{} trailing",
+            b"{\"kind\": tru}",
+        ] {
+            assert!(p.parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        // A projected value that is not a map is kept as it is.
+        let p = fields(&[&["proc", "exe"]]);
+        let value = p.parse(br#"{"proc": "just a string"}"#).expect("valid");
+        assert!(value.as_map_ref().expect("map")["proc"].is_string());
+    }
+}
