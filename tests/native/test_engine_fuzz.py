@@ -121,16 +121,21 @@ def expressions(draw: st.DrawFn) -> str:
     return template.format(v=draw(values)) if "{v}" in template else template
 
 
-statements = st.recursive(
-    st.builds(lambda e: f"{e};", expressions()) | st.builds(lambda v: f"let x = {v};", values),
-    lambda inner: st.one_of(
+def compound(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Statements built from smaller ones: blocks, loops, functions, sequences."""
+    return st.one_of(
         st.builds(lambda e, s: f"if {e} {{ {s} }}", expressions(), inner),
         st.builds(lambda n, s: f"for i in 0..{n} {{ {s} }}", st.integers(-2, 50), inner),
         st.builds(lambda s: f"loop {{ {s} }}", inner),
         st.builds(lambda s: f"fn f(a) {{ {s} f(a) }} f(1);", inner),
         st.builds(lambda a, b: f"{a} {b}", inner, inner),
         st.builds(lambda s: f"try {{ {s} }} catch (e) {{ emit(); }}", inner),
-    ),
+    )
+
+
+statements = st.recursive(
+    st.builds(lambda e: f"{e};", expressions()) | st.builds(lambda v: f"let x = {v};", values),
+    compound,
     max_leaves=6,
 )
 
