@@ -62,7 +62,7 @@ lint: setup ## ruff, mypy on sentinel/, cargo fmt + clippy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	@if [ -f native/Cargo.toml ]; then cd native && cargo fmt --check && cargo clippy --release --all-targets -- -D warnings; fi
+	@if [ -f native/Cargo.toml ]; then cd native && cargo fmt --check && PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release --all-targets --all-features -- -D warnings; fi
 
 fmt: setup ## apply ruff and cargo formatting
 	$(VENV)/bin/ruff format .

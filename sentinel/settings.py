@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     streams_web_host: str = "127.0.0.1"
     streams_web_port: int = Field(6066, description="worker web port (/health, /hosts/{id}/stats)")
     streams_batch_size: int = Field(1000, ge=1, description="events per detection batch")
-    streams_batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a batch")
+    streams_batch_within_s: float = Field(0.1, gt=0, description="max wait to fill a batch")
     streams_max_event_bytes: int = Field(
         256 * 1024, ge=1024, description="larger events go to the DLQ"
     )

@@ -39,6 +39,7 @@ def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.broker_commit_interval = 1.0
     conf.consumer_auto_offset_reset = settings.streams_auto_offset_reset
     conf.producer_acks = -1
+    conf.producer_linger_ms = 5  # a batch's sends share produce requests
     conf.stream_wait_empty = False
     conf.consumer_max_fetch_size = 4 * 1024 * 1024
     conf.broker_max_poll_records = settings.streams_batch_size

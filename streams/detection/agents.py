@@ -28,6 +28,9 @@ log = get_logger(__name__)
 async def detect_threats(stream: Any) -> None:
     rt = runtime()
     settings, counters = rt.settings, rt.counters
+    pending_events: Counter[str] = Counter()
+    pending_alerts: Counter[str] = Counter()
+    last_flush = time.monotonic()
     async for batch in stream.take_events(
         settings.streams_batch_size, within=settings.streams_batch_within_s
     ):
@@ -53,16 +56,19 @@ async def detect_threats(stream: Any) -> None:
             await TOPICS["alerts"].send(key=a["id"].encode(), value=orjson.dumps(a), force=True)
             for a in outcome.alerts
         ]
-        activity: Counter[str] = Counter(e["host"]["id"] for e in outcome.events)
-        alerts_by_host: Counter[str] = Counter(a["host"]["id"] for a in outcome.alerts)
-        for host, n in activity.items():
-            sends.append(
-                await HOST_ACTIVITY.send(
-                    key=host.encode(),
-                    value=orjson.dumps({"events": n, "alerts": alerts_by_host.get(host, 0)}),
-                    force=True,
-                )
-            )
+        for e in outcome.events:
+            pending_events[e["host"]["id"]] += 1
+        for a in outcome.alerts:
+            pending_alerts[a["host"]["id"]] += 1
+        # Host counters are informational: flushed once a second, not with every batch.
+        if time.monotonic() - last_flush >= 1.0:
+            for host, n in pending_events.items():
+                delta = {"events": n, "alerts": pending_alerts.pop(host, 0)}
+                sends.append(await HOST_ACTIVITY.send(
+                    key=host.encode(), value=orjson.dumps(delta), force=True,
+                ))
+            pending_events.clear()
+            last_flush = time.monotonic()
         await asyncio.gather(*sends)  # durable before take_events acks the batch
         counters.busy_s += time.perf_counter() - started
         counters.batches += 1
