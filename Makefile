@@ -69,8 +69,12 @@ fmt: setup ## apply ruff and cargo formatting
 	$(VENV)/bin/ruff check --fix .
 	@if [ -f native/Cargo.toml ]; then cd native && cargo fmt; fi
 
-fuzz: setup ## bounded fuzzing of the rule engine
+FUZZ_SECONDS ?= 120
+fuzz: setup ## bounded fuzzing of the rule engine: hypothesis, then cargo-fuzz where nightly + cargo-fuzz exist
 	$(PY) -m pytest tests/native -k fuzz --hypothesis-profile=fuzz
+	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
+	  cd native/fuzz && cargo +nightly fuzz run evaluate_jsonl -- -max_total_time=$(FUZZ_SECONDS); \
+	else echo "cargo-fuzz (nightly) not installed: skipped the libFuzzer run (cargo install cargo-fuzz)"; fi
 
 kafka-up: setup ## start the embedded broker (idempotent)
 	$(SENTINEL) kafka up
