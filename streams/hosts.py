@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import orjson
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
 from streams.app import app
@@ -73,8 +74,15 @@ class Health(View):
 
 @app.page("/hosts/{host_id}/stats")
 class HostStats(View):
-    @app.table_route(table=host_stats, match_info="host_id")
     async def get(self, request: Request, host_id: str) -> Response:
+        # Route to the worker that owns the key, like @app.table_route, but answer locally when
+        # the table's changelog has no metadata yet (nothing written) instead of failing.
+        try:
+            return await app.router.route_req(host_stats.name, host_id, self.web, request)
+        except SameNode:
+            pass
+        except (TypeError, KeyError):
+            pass
         if host_id not in host_stats:
             return self.json({"error": f"no events seen for host '{host_id}'"}, status=404)
         return self.json({"host_id": host_id, **host_stats[host_id]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -46,6 +47,8 @@ class Runtime:
         self.detector.enrichment_snapshot = self.enricher.snapshot
         self.warmed: set[tuple[str, int]] = set()
         self.counters = Counters()
+        self.host_events: Counter[str] = Counter()  # not yet sent to the host-stats table
+        self.host_alerts: Counter[str] = Counter()
         log.info(
             "rules loaded",
             packs={p.name: p.version for p in packs},

@@ -28,9 +28,6 @@ log = get_logger(__name__)
 async def detect_threats(stream: Any) -> None:
     rt = runtime()
     settings, counters = rt.settings, rt.counters
-    pending_events: Counter[str] = Counter()
-    pending_alerts: Counter[str] = Counter()
-    last_flush = time.monotonic()
     async for batch in stream.take_events(
         settings.streams_batch_size, within=settings.streams_batch_within_s
     ):
@@ -57,18 +54,9 @@ async def detect_threats(stream: Any) -> None:
             for a in outcome.alerts
         ]
         for e in outcome.events:
-            pending_events[e["host"]["id"]] += 1
+            rt.host_events[e["host"]["id"]] += 1
         for a in outcome.alerts:
-            pending_alerts[a["host"]["id"]] += 1
-        # Host counters are informational: flushed once a second, not with every batch.
-        if time.monotonic() - last_flush >= 1.0:
-            for host, n in pending_events.items():
-                delta = {"events": n, "alerts": pending_alerts.pop(host, 0)}
-                sends.append(await HOST_ACTIVITY.send(
-                    key=host.encode(), value=orjson.dumps(delta), force=True,
-                ))
-            pending_events.clear()
-            last_flush = time.monotonic()
+            rt.host_alerts[a["host"]["id"]] += 1
         await asyncio.gather(*sends)  # durable before take_events acks the batch
         counters.busy_s += time.perf_counter() - started
         counters.batches += 1
@@ -77,6 +65,17 @@ async def detect_threats(stream: Any) -> None:
         counters.dead_letters += len(outcome.dead)
         counters.alerts_published += len(outcome.alerts)
         counters.rule_failures += outcome.rule_failures
+
+
+@app.timer(interval=1.0)
+async def flush_host_activity() -> None:
+    """Host counters are informational: sent once a second, not with every batch."""
+    rt = runtime()
+    events, alerts = rt.host_events, rt.host_alerts
+    rt.host_events, rt.host_alerts = Counter(), Counter()
+    for host in events.keys() | alerts.keys():
+        delta = {"events": events.get(host, 0), "alerts": alerts.get(host, 0)}
+        await HOST_ACTIVITY.send(key=host.encode(), value=orjson.dumps(delta), force=True)
 
 
 async def _warm_new_partitions(rt: Any, batch: list[Any]) -> None:
