@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 

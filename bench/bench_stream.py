@@ -37,15 +37,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(settings: Settings, app_id: str, log: Path, reset: str = "earliest"
-            ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, SENTINEL_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-               SENTINEL_STATE_DIR=str(settings.state_dir), SENTINEL_STREAMS_APP_ID=app_id,
-               SENTINEL_STREAMS_WEB_PORT=str(_free_port()), SENTINEL_STREAMS_AUTO_OFFSET_RESET=reset)
+def _worker(
+    settings: Settings, app_id: str, log: Path, reset: str = "earliest"
+) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        SENTINEL_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        SENTINEL_STATE_DIR=str(settings.state_dir),
+        SENTINEL_STREAMS_APP_ID=app_id,
+        SENTINEL_STREAMS_WEB_PORT=str(_free_port()),
+        SENTINEL_STREAMS_AUTO_OFFSET_RESET=reset,
+    )
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(Path(sys.executable).parent / "faust"), "-A", "streams.app", "worker", "-l", "warn"],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(Path(sys.executable).parent / "faust"),
+                "-A",
+                "streams.app",
+                "worker",
+                "-l",
+                "warn",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -84,8 +100,9 @@ def latency(settings: Settings, rate: int, seconds: int, log: Path) -> tuple[flo
     proc = _worker(settings, app_id, log, reset="latest")  # only the paced events count
     try:
         time.sleep(20)  # join the group and start fetching at the end
-        events = generate("mixed", rate * seconds, seed=43, start=datetime.now(UTC),
-                          events_per_second=float(rate))
+        events = generate(
+            "mixed", rate * seconds, seed=43, start=datetime.now(UTC), events_per_second=float(rate)
+        )
         replay_to_kafka(events, settings, EVENTS, rate=rate)
         kafka_offsets.wait_caught_up(settings, app_id, EVENTS, 600)
     finally:
@@ -114,11 +131,19 @@ async def _passthrough(settings: Settings, count: int) -> float:
         create_topics(admin, [TopicSpec(sink, settings.kafka_partitions)])
     finally:
         admin.close()
-    consumer = AIOKafkaConsumer(EVENTS, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"bench-pass-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                linger_ms=5, max_batch_size=512 * 1024)
+    consumer = AIOKafkaConsumer(
+        EVENTS,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"bench-pass-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+    )
     await consumer.start()
     await producer.start()
     done, started = 0, 0.0
@@ -127,8 +152,11 @@ async def _passthrough(settings: Settings, count: int) -> float:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             if not started:
                 started = time.perf_counter()
-            futures = [await producer.send(sink, m.value, key=m.key)
-                       for msgs in batches.values() for m in msgs]
+            futures = [
+                await producer.send(sink, m.value, key=m.key)
+                for msgs in batches.values()
+                for m in msgs
+            ]
             await asyncio.gather(*futures)
             await consumer.commit()
             done += len(futures)
@@ -141,9 +169,13 @@ async def _passthrough(settings: Settings, count: int) -> float:
 def run(count: int, rate: int, latency_seconds: int) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
         base = Settings()
-        settings = Settings(state_dir=Path(tmp) / "state", cache_dir=base.cache_dir,
-                            kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-                            kafka_controller_port=_free_port(), kafka_heap="1g")
+        settings = Settings(
+            state_dir=Path(tmp) / "state",
+            cache_dir=base.cache_dir,
+            kafka_bootstrap=f"127.0.0.1:{_free_port()}",
+            kafka_controller_port=_free_port(),
+            kafka_heap="1g",
+        )
         broker = EmbeddedBroker(settings, say=print)
         broker.start()
         try:
@@ -160,21 +192,50 @@ def run(count: int, rate: int, latency_seconds: int) -> list[Result]:
             broker.stop()
     share = rate_sustained / ceiling
     return [
-        Result("stream", "sustained, broker → worker → alerts", rate_sustained, "events/s",
-               ">= 20,000/s", rate_sustained >= 20_000, f"{count:,} mixed events, core pack, 1 worker"),
-        Result("stream", "aiokafka consume→produce passthrough", ceiling, "events/s", "", None,
-               "the ceiling, same broker, same events"),
+        Result(
+            "stream",
+            "sustained, broker → worker → alerts",
+            rate_sustained,
+            "events/s",
+            ">= 20,000/s",
+            rate_sustained >= 20_000,
+            f"{count:,} mixed events, core pack, 1 worker",
+        ),
+        Result(
+            "stream",
+            "aiokafka consume→produce passthrough",
+            ceiling,
+            "events/s",
+            "",
+            None,
+            "the ceiling, same broker, same events",
+        ),
         Result("stream", "worker / passthrough", share * 100, "%", ">= 50%", share >= 0.5, ""),
-        Result("stream", f"produce→alert latency p50 at {rate:,}/s", p50, "ms", "", None,
-               f"{n} new alerts"),
-        Result("stream", f"produce→alert latency p99 at {rate:,}/s", p99, "ms", "<= 250 ms",
-               p99 <= 250, f"{latency_seconds} s of offered load"),
+        Result(
+            "stream",
+            f"produce→alert latency p50 at {rate:,}/s",
+            p50,
+            "ms",
+            "",
+            None,
+            f"{n} new alerts",
+        ),
+        Result(
+            "stream",
+            f"produce→alert latency p99 at {rate:,}/s",
+            p99,
+            "ms",
+            "<= 250 ms",
+            p99 <= 250,
+            f"{latency_seconds} s of offered load",
+        ),
     ]
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--rate", type=int, default=5_000)
     parser.add_argument("--latency-seconds", type=int, default=30)
@@ -184,8 +245,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for r in results:
         print(r.row())
     if not args.no_write:
-        write_section("stream", f"python -m bench.bench_stream --count {args.count} --rate "
-                      f"{args.rate} --latency-seconds {args.latency_seconds}", results)
+        write_section(
+            "stream",
+            f"python -m bench.bench_stream --count {args.count} --rate "
+            f"{args.rate} --latency-seconds {args.latency_seconds}",
+            results,
+        )
     return results
 
 
