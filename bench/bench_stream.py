@@ -10,10 +10,8 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,44 +23,33 @@ import orjson
 from agents.replay import replay_to_kafka
 from agents.scenarios import generate
 from bench.common import Result, write_section
-from sentinel.kafka import ALERTS, EVENTS, EmbeddedBroker, TopicSpec, contract_topics, create_topics
+from sentinel.kafka import (
+    ALERTS,
+    EVENTS,
+    EmbeddedBroker,
+    TopicSpec,
+    create_topics,
+    ensure_contract_topics,
+    free_port,
+)
 from sentinel.kafka import offsets as kafka_offsets
 from sentinel.kafka.clients import admin_client
-from sentinel.settings import PROJECT_ROOT, Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from sentinel.settings import Settings
+from streams.process import spawn_worker
 
 
 def _worker(
-    settings: Settings, app_id: str, log: Path, reset: str = "earliest"
+    settings: Settings, app_id: str, log: Path, reset: str = "earliest", module: str = "streams.app"
 ) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
         SENTINEL_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         SENTINEL_STATE_DIR=str(settings.state_dir),
         SENTINEL_STREAMS_APP_ID=app_id,
-        SENTINEL_STREAMS_WEB_PORT=str(_free_port()),
+        SENTINEL_STREAMS_WEB_PORT=str(free_port()),
         SENTINEL_STREAMS_AUTO_OFFSET_RESET=reset,
     )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "faust"),
-                "-A",
-                "streams.app",
-                "worker",
-                "-l",
-                "warn",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return spawn_worker(env, log, module=module, loglevel="warn")
 
 
 def _committed(settings: Settings, group: str) -> int:
@@ -170,18 +157,14 @@ def run(count: int, rate: int, latency_seconds: int) -> list[Result]:
         settings = Settings(
             state_dir=Path(tmp) / "state",
             cache_dir=base.cache_dir,
-            kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-            kafka_controller_port=_free_port(),
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
             kafka_heap="1g",
         )
         broker = EmbeddedBroker(settings, say=print)
         broker.start()
         try:
-            admin = admin_client(settings)
-            try:
-                create_topics(admin, contract_topics(settings))
-            finally:
-                admin.close()
+            ensure_contract_topics(settings)
             log = Path(tmp) / "worker.log"
             summary = replay_to_kafka(generate("mixed", count, seed=41), settings, EVENTS)
             assert summary.errors == 0, summary.first_error

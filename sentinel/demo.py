@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,39 +13,24 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from sentinel.settings import PROJECT_ROOT, Settings
+from sentinel.settings import Settings
 
 
 class DemoError(RuntimeError):
     pass
 
 
-def _health(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return dict(json.loads(r.read()))
-    except OSError:
-        return None
-
-
 def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """A detection worker as users start it: `faust -A streams.app worker -l info`."""
-    faust = Path(sys.executable).parent / "faust"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(faust), "-A", "streams.app", "worker", "-l", "info"],
-            cwd=PROJECT_ROOT,
-            env=dict(os.environ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    """A detection worker as users start it (`faust -A streams.app worker -l info`), healthy."""
+    from streams.process import health, spawn_worker
+
+    proc = spawn_worker(dict(os.environ), log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DemoError(f"the worker exited with {proc.returncode}; see {log}")
-        health = _health(settings.streams_web_port)
-        if health and health.get("status") == "ok":
+        answer = health(settings.streams_web_port)
+        if answer and answer.get("status") == "ok":
             return proc
         time.sleep(0.5)
     proc.terminate()
@@ -71,11 +53,9 @@ def run(
         EVENTS_DLQ,
         BrokerError,
         EmbeddedBroker,
-        contract_topics,
-        create_topics,
+        ensure_contract_topics,
         offsets,
     )
-    from sentinel.kafka.clients import admin_client
 
     broker = EmbeddedBroker(settings, say=lambda line: console.print(line, highlight=False))
     started_here = settings.kafka_embedded and broker.pid() is None
@@ -87,11 +67,7 @@ def run(
         raise DemoError(str(exc)) from None
     try:
         console.rule("2. contract topics")
-        admin = admin_client(settings)
-        try:
-            created, present = create_topics(admin, contract_topics(settings))
-        finally:
-            admin.close()
+        created, present = ensure_contract_topics(settings)
         console.print(f"created: {', '.join(created) or '-'}; already there: {len(present)}")
 
         console.rule("3. detection worker (faust -A streams.app worker)")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sentinel.kafka import EmbeddedBroker, TopicSpec, contract_topics, create_topics
+from sentinel.kafka import EmbeddedBroker, TopicSpec, create_topics, ensure_contract_topics
 from sentinel.kafka.clients import admin_client
 from sentinel.settings import Settings
 
@@ -23,11 +23,7 @@ def kafka(settings: Settings) -> Iterator[Settings]:
     broker = EmbeddedBroker(settings, say=lambda line: print(f"[kafka] {line}"))
     started_here = settings.kafka_embedded and broker.pid() is None
     broker.start()
-    admin = admin_client(settings)
-    try:
-        create_topics(admin, contract_topics(settings))
-    finally:
-        admin.close()
+    ensure_contract_topics(settings)
     yield settings
     if started_here:
         broker.stop()

@@ -1,7 +1,13 @@
 """Kafka helpers: the embedded broker, the contract topics and client factories."""
 
 from sentinel.kafka import offsets
-from sentinel.kafka.broker import BrokerError, BrokerStatus, EmbeddedBroker, answers_metadata
+from sentinel.kafka.broker import (
+    BrokerError,
+    BrokerStatus,
+    EmbeddedBroker,
+    answers_metadata,
+    free_port,
+)
 from sentinel.kafka.topics import (
     ALERTS,
     ALERTS_TRIAGED,
@@ -12,6 +18,7 @@ from sentinel.kafka.topics import (
     contract_topics,
     create_topics,
     describe_topics,
+    ensure_contract_topics,
 )
 
 __all__ = [
@@ -28,5 +35,7 @@ __all__ = [
     "contract_topics",
     "create_topics",
     "describe_topics",
+    "ensure_contract_topics",
+    "free_port",
     "offsets",
 ]

@@ -77,6 +77,17 @@ def create_topics(admin: object, specs: list[TopicSpec]) -> tuple[list[str], lis
     return created, present
 
 
+def ensure_contract_topics(settings: Settings) -> tuple[list[str], list[str]]:
+    """Create the contract topics that are missing; (created, already present)."""
+    from sentinel.kafka.clients import admin_client
+
+    admin = admin_client(settings)
+    try:
+        return create_topics(admin, contract_topics(settings))
+    finally:
+        admin.close()
+
+
 def describe_topics(admin: object, names: list[str]) -> list[TopicState]:
     """Partitions and topic-level (non-default) configs of the named topics that exist."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient

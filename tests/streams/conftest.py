@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -18,15 +16,9 @@ from typing import Any
 
 import pytest
 
-from sentinel.kafka import EVENTS, EmbeddedBroker, contract_topics, create_topics, offsets
-from sentinel.kafka.clients import admin_client
-from sentinel.settings import PROJECT_ROOT, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from sentinel.kafka import EVENTS, EmbeddedBroker, ensure_contract_topics, free_port, offsets
+from sentinel.settings import Settings
+from streams.process import health, spawn_worker
 
 
 @dataclass
@@ -72,22 +64,15 @@ class Worker:
         self.stopped = False  # killed on purpose: its exit is not a failure
 
     def start(self) -> Worker:
-        faust = Path(sys.executable).parent / "faust"
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [str(faust), "-A", "streams.app", "worker", "-l", "info"],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        out.close()
+        self.proc = spawn_worker(self.env, self.log)
         self.wait(lambda h: h.get("status") == "ok", timeout_s=90)
         return self
 
     def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-            return dict(json.loads(r.read()))
+        answer = health(self.port)
+        if answer is None:
+            raise OSError(f"no answer from 127.0.0.1:{self.port}/health")
+        return answer
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         try:
@@ -141,11 +126,7 @@ def stream_env(tmp_path: Path, kafka: Settings) -> Iterator[StreamEnv]:
     )
     broker = EmbeddedBroker(settings, say=lambda _: None)
     broker.start()
-    admin = admin_client(settings)
-    try:
-        create_topics(admin, contract_topics(settings))
-    finally:
-        admin.close()
+    ensure_contract_topics(settings)
     env = dict(
         os.environ,
         SENTINEL_STATE_DIR=str(settings.state_dir),

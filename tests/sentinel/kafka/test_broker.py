@@ -11,28 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.kafka import EmbeddedBroker, answers_metadata
+from sentinel.kafka import EmbeddedBroker, answers_metadata, free_port
 from sentinel.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.kafka
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def private_env(tmp_path: Path, kafka: Settings) -> Iterator[dict[str, str]]:
     """Environment for a broker of its own: fresh state dir, free ports, the shared jar cache."""
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         SENTINEL_STATE_DIR=str(tmp_path / "state"),
         SENTINEL_CACHE_DIR=str(kafka.cache_dir),
         SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
-        SENTINEL_KAFKA_CONTROLLER_PORT=str(_free_port()),
+        SENTINEL_KAFKA_CONTROLLER_PORT=str(free_port()),
         SENTINEL_KAFKA_HEAP="384m",
     )
     yield env
@@ -156,7 +150,7 @@ def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
         os.environ,
         SENTINEL_STATE_DIR=str(tmp_path),
         PATH=str(Path(sys.executable).parent),
-        SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}",
+        SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
     )
     up = sentinel(env, "kafka", "up")
     assert up.returncode == 1
@@ -177,7 +171,7 @@ def test_missing_maven_without_cached_jars_is_a_clear_error(tmp_path: Path) -> N
         SENTINEL_STATE_DIR=str(tmp_path / "state"),
         SENTINEL_CACHE_DIR=str(tmp_path / "cache"),
         PATH=f"{bin_dir}:{Path(sys.executable).parent}",
-        SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}",
+        SENTINEL_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
     )
     up = sentinel(env, "kafka", "up")
     assert up.returncode == 1
