@@ -39,7 +39,7 @@ from streams.process import spawn_worker
 
 
 def _worker(
-    settings: Settings, app_id: str, log: Path, reset: str = "earliest", module: str = "streams.app"
+    settings: Settings, app_id: str, log: Path, reset: str = "earliest"
 ) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
@@ -49,17 +49,17 @@ def _worker(
         SENTINEL_STREAMS_WEB_PORT=str(free_port()),
         SENTINEL_STREAMS_AUTO_OFFSET_RESET=reset,
     )
-    return spawn_worker(env, log, module=module, loglevel="warn")
+    return spawn_worker(env, log, loglevel="warn")
 
 
 def _committed(settings: Settings, group: str) -> int:
     return sum(kafka_offsets.committed(settings, group, EVENTS).values())
 
 
-def sustained(settings: Settings, count: int, log: Path, module: str = "streams.app") -> float:
+def sustained(settings: Settings, count: int, log: Path) -> float:
     """Events/s from the worker's first commit until it has committed the whole backlog."""
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    proc = _worker(settings, app_id, log, module=module)
+    proc = _worker(settings, app_id, log)
     try:
         while _committed(settings, app_id) == 0:
             assert proc.poll() is None, log.read_text()[-2000:]
@@ -169,7 +169,6 @@ def run(count: int, rate: int, latency_seconds: int) -> list[Result]:
             summary = replay_to_kafka(generate("mixed", count, seed=41), settings, EVENTS)
             assert summary.errors == 0, summary.first_error
             rate_sustained = sustained(settings, count, log)
-            bare = sustained(settings, count, log, module="bench.faust_bare")
             ceiling = asyncio.run(_passthrough(settings, count))
             p50, p99, n = latency(settings, rate, latency_seconds, log)
         finally:
@@ -195,15 +194,6 @@ def run(count: int, rate: int, latency_seconds: int) -> list[Result]:
             "the ceiling, same broker, same events",
         ),
         Result("stream", "worker / passthrough", share * 100, "%", ">= 50%", share >= 0.5, ""),
-        Result(
-            "stream",
-            "bare Faust agent (take_events, no work)",
-            bare,
-            "events/s",
-            "",
-            None,
-            "what Faust's own consume path allows",
-        ),
         Result(
             "stream",
             f"produce→alert latency p50 at {rate:,}/s",
