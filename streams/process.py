@@ -17,14 +17,14 @@ from sentinel.settings import PROJECT_ROOT
 
 
 def spawn_worker(
-    env: dict[str, str], log: Path, *, module: str = "streams.app", loglevel: str = "info"
+    env: dict[str, str], log: Path, *, loglevel: str = "info"
 ) -> subprocess.Popen[bytes]:
-    """`faust -A <module> worker -l <loglevel>` with its output appended to `log`."""
+    """`faust -A streams.app worker -l <loglevel>` with its output appended to `log`."""
     faust = Path(sys.executable).parent / "faust"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(faust), "-A", module, "worker", "-l", loglevel],
+            [str(faust), "-A", "streams.app", "worker", "-l", loglevel],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=out,
