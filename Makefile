@@ -27,7 +27,7 @@ $(VENV)/.synced: pyproject.toml constraints.txt | $(UV)
 	@touch $@
 
 # The Rhai engine (native/), a release build installed into the venv.
-$(VENV)/.native: $(NATIVE_SOURCES) $(VENV)/.synced
+$(VENV)/.native: $(NATIVE_SOURCES) | $(VENV)/.synced
 	@if [ -f native/Cargo.toml ]; then \
 	  echo "building native/ (release) ..."; \
 	  rm -rf native/target/wheels; \
