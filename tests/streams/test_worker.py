@@ -144,7 +144,10 @@ def test_hot_reload_swaps_rules_without_restart_and_rejects_broken_packs(
 
     producer.send(RULES, key=b"core", value=_marker_pack("1.2.0", "emit(#{ title: );")).get(30)
     producer.flush()
-    time.sleep(3)  # give the worker time to read (and reject) it
+    deadline = time.monotonic() + 30  # the worker reads the rules topic in the background
+    while "rule pack rejected" not in worker.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "rule pack rejected" in worker.log.read_text()
     health = worker.health()
     assert health["packs"]["core"] == "1.1.0", "the broken pack was rejected"
     replay_to_kafka([_marker_event(3)], stream_env.settings, EVENTS)
