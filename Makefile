@@ -7,7 +7,9 @@ UV_VERSION ?= 0.13.8
 VENV := .venv
 PY := $(VENV)/bin/python
 SENTINEL := $(VENV)/bin/sentinel
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else a private copy from PyPI in a bootstrap venv (works where pip --user does not).
+UV_BOOT := .cache/uv-bootstrap
+UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOT)/bin/uv)
 NATIVE_SOURCES := $(shell find native -path native/target -prune -o -path native/fuzz -prune -o -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' \) -print 2>/dev/null)
 PYTEST_ARGS ?=
 
@@ -17,7 +19,8 @@ help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(UV):
-	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	python3 -m venv $(UV_BOOT)
+	$(UV_BOOT)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 # The environment is rebuilt only when the lock or the project changes (quick when nothing did).
 $(VENV)/.synced: pyproject.toml constraints.txt | $(UV)
