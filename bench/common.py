@@ -25,10 +25,14 @@ class Result:
     met: bool | None = None
     note: str = ""
 
+    def _number(self) -> str:
+        # Ratios and small latencies need a decimal; rates do not.
+        return f"{self.value:,.1f}" if abs(self.value) < 100 else f"{self.value:,.0f}"
+
     def row(self) -> str:
         verdict = "" if self.met is None else ("yes" if self.met else "**no**")
         return (
-            f"| {self.bench} | {self.metric} | {self.value:,.0f} {self.unit} | {self.target} "
+            f"| {self.bench} | {self.metric} | {self._number()} {self.unit} | {self.target} "
             f"| {verdict} | {self.note} |"
         )
 
