@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     streams_warmup_s: float = Field(
         900.0, ge=0, description="event time replayed on partition assignment to rebuild windows"
     )
+    streams_warmup_timeout_s: float = Field(
+        60.0, gt=0, description="longest a partition's window warm-up may take before it is skipped"
+    )
     streams_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     streams_auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new consumer group starts on the events topic"

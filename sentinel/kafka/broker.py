@@ -384,7 +384,14 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as random-uuid does)."""
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as random-uuid does).
+
+    Like Kafka's own Uuid.randomUuid, never one that starts with '-': the storage tool's argument
+    parser would read it as an option.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value

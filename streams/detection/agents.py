@@ -86,14 +86,30 @@ async def _warm_new_partitions(rt: Any, batch: list[Any]) -> None:
             firsts[tp] = event.message
     for (topic, partition), message in firsts.items():
         rt.warmed.add((topic, partition))
-        rt.counters.warmed_events += await warm_up(
-            rt.settings,
-            rt.detector,
-            topic,
-            partition,
-            message.offset,
-            int(message.timestamp * 1000),
+        # Bounded: a warm-up that cannot finish (broker trouble) must not stall the stream; the
+        # windows of that partition then start from what arrives next.
+        task = asyncio.ensure_future(
+            warm_up(
+                rt.settings,
+                rt.detector,
+                topic,
+                partition,
+                message.offset,
+                int(message.timestamp * 1000),
+            )
         )
+        done, _ = await asyncio.wait({task}, timeout=rt.settings.streams_warmup_timeout_s)
+        if task in done and task.exception() is None:
+            rt.counters.warmed_events += task.result()
+        else:
+            if task not in done:
+                task.cancel()
+            log.warning(
+                "window warm-up abandoned",
+                topic=topic,
+                partition=partition,
+                error=repr(task.exception()) if task in done else "timed out",
+            )
 
 
 @app.on_partitions_revoked.connect
