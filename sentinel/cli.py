@@ -136,18 +136,13 @@ def topics_create() -> None:
     """Create the contract topics that are missing (idempotent)."""
     from kafka.errors import KafkaError
 
-    from sentinel.kafka import contract_topics, create_topics
-    from sentinel.kafka.clients import admin_client
+    from sentinel.kafka import ensure_contract_topics
 
     settings = _settings()
     try:
-        admin = admin_client(settings)
+        created, present = ensure_contract_topics(settings)
     except KafkaError as exc:
         raise _fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    try:
-        created, present = create_topics(admin, contract_topics(settings))
-    finally:
-        admin.close()
     for name in created:
         out.print(f"created  {name}")
     for name in present:
