@@ -74,6 +74,38 @@ class Settings(BaseSettings):
     enrichment_remote_timeout_s: float | None = None
     enrichment_batch_deadline_s: float | None = None
 
+    # --- lake (orchestration/: Dagster assets over the same topics)
+    lake_dir: Path | None = Field(
+        None, description="bronze/quarantine folders and lake.duckdb (default: <state_dir>/lake)"
+    )
+    lake_consumer_group: str = Field(
+        "sentinel-lake", description="prefix of the landing consumer groups (<prefix>.<table>)"
+    )
+    lake_landing_workers: int = Field(
+        2, ge=1, le=64, description="processes a landing run splits the partitions over"
+    )
+    lake_chunk_rows: int = Field(200_000, ge=1, description="rows buffered before a flush + commit")
+    lake_lag_threshold: int = Field(
+        10_000, ge=1, description="consumer lag (records) at which the sensor starts a landing"
+    )
+    lake_sensor_interval_s: int = Field(60, ge=5, description="how often the lag sensor looks")
+    lake_automation: bool = Field(
+        True, description="start the lag sensor and the hourly schedule with the code location"
+    )
+    lake_freshness_hours: float = Field(
+        24.0, gt=0, description="gate: newest event at most this much older than the newest landing"
+    )
+    lake_future_skew_s: float = Field(
+        300.0, ge=0, description="gate: event timestamps may run this far ahead of the clock"
+    )
+    lake_max_row_drop: float = Field(
+        0.5, ge=0, le=1, description="gate: largest allowed fall in a table's rows between runs"
+    )
+    dagster_executor: Literal["multiprocess", "in_process", "k8s"] = Field(
+        "multiprocess",
+        description="how Dagster runs the steps of lake jobs (k8s: one pod per step)",
+    )
+
     # --- logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
@@ -105,6 +137,14 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def lake_root(self) -> Path:
+        return self.lake_dir or self.state_dir / "lake"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_dir / "dagster"
 
     @property
     def streams_dir(self) -> Path:

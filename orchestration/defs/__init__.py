@@ -1,0 +1,1 @@
+"""Domain slices of the code location; each package's `build(settings)` returns its Definitions."""

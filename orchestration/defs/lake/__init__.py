@@ -1,0 +1,43 @@
+"""Lake: the dbt silver and gold models, the `lake_hourly` job and its schedule."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.defs.lake.assets import gold_models, silver_models
+from sentinel.settings import Settings
+
+# Requests and limits of each step pod when the job runs on Kubernetes (dagster-k8s reads the tag).
+LAKE_HOURLY_K8S = {
+    "container_config": {
+        "resources": {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"cpu": "2", "memory": "4Gi"},
+        }
+    }
+}
+
+lake_hourly = dg.define_asset_job(
+    "lake_hourly",
+    selection=dg.AssetSelection.groups("ingest", "lake", "quality"),
+    description="land new Kafka records, build silver and gold with dbt, gate them",
+    tags={"dagster-k8s/config": LAKE_HOURLY_K8S, "sentinel/job": "lake_hourly"},
+)
+
+
+def build(settings: Settings) -> dg.Definitions:
+    schedule = dg.ScheduleDefinition(
+        name="lake_hourly_schedule",
+        job=lake_hourly,
+        cron_schedule="0 * * * *",
+        execution_timezone="UTC",
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if settings.lake_automation
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
+        description="the lake every hour, whatever the lag",
+    )
+    return dg.Definitions(
+        assets=[silver_models, gold_models], jobs=[lake_hourly], schedules=[schedule]
+    )

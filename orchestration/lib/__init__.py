@@ -1,0 +1,1 @@
+"""Shared pieces of the Dagster code location: landing, bronze layout, resources, dbt, gates."""
