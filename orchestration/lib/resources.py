@@ -103,16 +103,22 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[misc]
 
     @contextmanager
     def dbt_environment(self) -> Iterator[None]:
-        """dbt's profiles.yml reads the DuckDB path from the environment of the dbt process."""
-        previous = os.environ.get("SENTINEL_LAKE_DUCKDB")
-        os.environ["SENTINEL_LAKE_DUCKDB"] = str(self.paths.duckdb)
+        """The environment of the dbt process: the DuckDB path its profile reads, and cautious
+        test selection, so building silver never runs a gold test that reads silver."""
+        wanted = {
+            "SENTINEL_LAKE_DUCKDB": str(self.paths.duckdb.resolve()),
+            "DBT_INDIRECT_SELECTION": "cautious",
+        }
+        previous = {key: os.environ.get(key) for key in wanted}
+        os.environ.update(wanted)
         try:
             yield
         finally:
-            if previous is None:
-                os.environ.pop("SENTINEL_LAKE_DUCKDB", None)
-            else:
-                os.environ["SENTINEL_LAKE_DUCKDB"] = previous
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def build_resources(settings: Settings, topics: dict[str, str] | None = None) -> dict[str, Any]:
