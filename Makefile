@@ -44,11 +44,11 @@ setup: $(VENV)/.synced $(VENV)/.native ## create .venv with the pinned stack and
 lock: | $(UV) ## re-resolve constraints.txt from pyproject.toml
 	$(UV) pip compile --quiet --python-version $(PYTHON_VERSION) pyproject.toml --extra dev -o constraints.txt
 
-demo: setup ## broker up, topics, replay a mixed scenario, summary
+demo: setup ## broker, topics, a worker, a mixed replay, then lake_hourly; prints every layer
 	$(SENTINEL) demo
 
-dev: setup kafka-up ## start the broker for development (more services join as they land)
-	$(SENTINEL) topics create
+dev: setup ## broker, topics, a detection worker and the Dagster UI (http://127.0.0.1:3000), until Ctrl-C
+	$(SENTINEL) dev
 
 test: setup test-native test-python ## the whole suite; starts the broker itself
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +35,10 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(contracts_app, name="contracts")
 rules_app = typer.Typer(help="Rule packs: golden tests and lint.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+lake_app = typer.Typer(
+    help="The lake: Dagster jobs over bronze, silver and gold.", no_args_is_help=True
+)
+app.add_typer(lake_app, name="lake")
 
 # Piped output (CI logs, tests) is not cut at 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -400,6 +404,62 @@ def replay(
         raise typer.Exit(1)
 
 
+def _print_lake(settings: Settings, outcome: Any | None = None) -> None:
+    from orchestration.lib.runs import layer_counts
+    from sentinel.kafka import ALERTS, EVENTS, EVENTS_DLQ
+
+    counts = Table("layer", "table", "rows", title="lake row counts")
+    for layer, table, rows in layer_counts(
+        settings, {"events": EVENTS, "alerts": ALERTS, "dlq": EVENTS_DLQ}
+    ):
+        counts.add_row(layer, table, "not built" if rows is None else f"{rows:,}")
+    out.print(counts)
+    if outcome is None:
+        return
+    gates = Table("asset", "gate", "result", title="quality gates (Great Expectations, blocking)")
+    for check in outcome.gates:
+        gates.add_row(
+            check.asset,
+            check.name,
+            "[green]passed[/]" if check.passed else f"[red]FAILED[/] {check.description}",
+        )
+    out.print(gates)
+    dbt_checks = [c for c in outcome.checks if not c.name.endswith("_quality_check")]
+    failed = [c.name for c in dbt_checks if not c.passed]
+    out.print(
+        f"dbt tests as asset checks: {len(dbt_checks) - len(failed)} of {len(dbt_checks)} passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    out.print(
+        f"run {outcome.run_id} ({outcome.job}): {'succeeded' if outcome.success else 'FAILED at ' + ', '.join(outcome.failed_steps)}; "
+        f"reports in {settings.lake_root / 'reports'}",
+        highlight=False,
+    )
+
+
+@lake_app.command("run")
+def lake_run(
+    job: Annotated[
+        str, typer.Option(help="lake_hourly (land + dbt + gates) or land_bronze")
+    ] = "lake_hourly",
+) -> None:
+    """Run a lake job now, in this process; it shows in the Dagster UI of `sentinel dev`."""
+    from orchestration.lib.runs import run_job
+
+    settings = _settings()
+    out.print(f"running {job} (lake at {settings.lake_root}) ...", highlight=False)
+    outcome = run_job(settings, job)
+    _print_lake(settings, outcome)
+    if not outcome.success:
+        raise typer.Exit(1)
+
+
+@lake_app.command("status")
+def lake_status() -> None:
+    """Row counts of every bronze, silver and gold table."""
+    _print_lake(_settings())
+
+
 def _scenario_records(
     scenario: str, count: int, seed: int, hosts: int, start: datetime | None, malformed: int
 ) -> Any:
@@ -437,22 +497,32 @@ def demo(
         bool, typer.Option(help="leave a broker this command started running afterwards")
     ] = False,
 ) -> None:
-    """The main job end to end: broker, topics, a detection worker, a mixed replay, a summary."""
+    """The main job end to end: broker, topics, a detection worker, a mixed replay, the lake."""
     from sentinel.demo import DemoError, run
 
     def produce(n: int, s: int, bad: int) -> None:
+        # Event time ends about now (the fleet makes 200 events/s): fresh, and none in the future.
+        start = datetime.now(UTC) - timedelta(seconds=n / 200)
         replay(
             scenario="mixed",
             count=n,
             rate=None,
             seed=s,
             hosts=20,
-            start="now",
+            start=start.isoformat(),
             malformed=bad,
             to=None,
             topic=None,
             quiet=False,
         )
+
+    def lake() -> bool:
+        from orchestration.lib.runs import run_job
+
+        settings = _settings()
+        outcome = run_job(settings, "lake_hourly")
+        _print_lake(settings, outcome)
+        return bool(outcome.success)
 
     try:
         run(
@@ -463,9 +533,94 @@ def demo(
             malformed=malformed,
             keep_running=keep_running,
             replay=produce,
+            lake=lake,
         )
     except DemoError as exc:
         raise _fail(str(exc)) from None
+
+
+def _leads_session(child: Any) -> bool:
+    import os
+
+    with contextlib.suppress(ProcessLookupError):
+        return bool(os.getsid(child.pid) == child.pid)
+    return False
+
+
+@app.command()
+def dev(
+    worker: Annotated[bool, typer.Option(help="start a detection worker too")] = True,
+) -> None:
+    """Broker, topics, a detection worker and the Dagster UI together, until Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+
+    from orchestration.lib.runs import instance_for
+    from sentinel.demo import start_worker
+    from sentinel.kafka import BrokerError, ensure_contract_topics
+    from sentinel.settings import PROJECT_ROOT
+
+    settings = _settings()
+    broker = _broker()
+    try:
+        out.print(broker.start().describe(), highlight=False)
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    created, _ = ensure_contract_topics(settings)
+    if created:
+        out.print(f"created topics: {', '.join(created)}", highlight=False)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if worker:
+            log = settings.streams_dir / "dev-worker.log"
+            children.append(start_worker(settings, log))
+            out.print(
+                f"detection worker on 127.0.0.1:{settings.streams_web_port}; log: {log}",
+                highlight=False,
+            )
+        instance_for(settings).dispose()  # DAGSTER_HOME with its dagster.yaml
+        env = dict(os.environ, DAGSTER_HOME=str(settings.dagster_home))
+        dagster = Path(sys.executable).with_name("dagster")
+        children.append(
+            subprocess.Popen(
+                [
+                    str(dagster),
+                    "dev",
+                    "-w",
+                    "workspace.yaml",
+                    "-h",
+                    settings.dagster_host,
+                    "-p",
+                    str(settings.dagster_port),
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        )
+        out.print(
+            f"Dagster UI: http://{settings.dagster_host}:{settings.dagster_port} "
+            f"(DAGSTER_HOME={settings.dagster_home}); Ctrl-C stops everything",
+            highlight=False,
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        raise _fail("a child process exited; see its log above")
+    except KeyboardInterrupt:
+        out.print("stopping ...")
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                # dagster dev has children of its own: signal its whole session.
+                with contextlib.suppress(ProcessLookupError):
+                    if _leads_session(child):
+                        os.killpg(child.pid, signal.SIGTERM)
+                    else:
+                        child.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=30)
+        out.print("the broker keeps running: `sentinel kafka down` stops it")
 
 
 def main() -> None:

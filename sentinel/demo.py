@@ -46,6 +46,7 @@ def run(
     malformed: int,
     keep_running: bool,
     replay: Any,
+    lake: Any = None,
 ) -> None:
     from sentinel.kafka import (
         ALERTS,
@@ -127,6 +128,10 @@ def run(
             console.print(f"  dead letter: {n} x {reason}", highlight=False, markup=False)
         if len(dead) != malformed:
             raise DemoError(f"expected {malformed} dead letters, found {len(dead)}")
+        if lake is not None:
+            console.rule("7. the lake: lake_hourly (land bronze, dbt silver and gold, gates)")
+            if not lake():
+                raise DemoError("lake_hourly failed; see the run in the Dagster UI (make dev)")
     finally:
         if worker is not None and worker.poll() is None:
             worker.terminate()

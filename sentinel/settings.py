@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     lake_max_row_drop: float = Field(
         0.5, ge=0, le=1, description="gate: largest allowed fall in a table's rows between runs"
     )
+    dagster_host: str = Field("127.0.0.1", description="where `sentinel dev` serves the Dagster UI")
+    dagster_port: int = Field(3000, description="port of the Dagster UI of `sentinel dev`")
     dagster_executor: Literal["multiprocess", "in_process", "k8s"] = Field(
         "multiprocess",
         description="how Dagster runs the steps of lake jobs (k8s: one pod per step)",

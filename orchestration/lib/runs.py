@@ -1,0 +1,135 @@
+"""Run a lake job outside the UI (the demo, `sentinel lake run`) and summarise the lake.
+
+Runs go to the Dagster instance under the state folder, the same one `sentinel dev` starts the
+UI on, so a run started here shows up there with its logs, metadata and check results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from orchestration.lib.bronze import LakePaths
+from sentinel.settings import Settings
+
+SILVER = (
+    "silver_events",
+    "silver_proc_events",
+    "silver_file_events",
+    "silver_net_events",
+    "silver_dns_events",
+    "silver_auth_events",
+    "silver_alerts",
+    "silver_dead_letters",
+)
+GOLD = ("host_activity_5m", "dns_domain_stats", "alert_rollup_daily")
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    """The persistent Dagster instance of the embedded stack (DAGSTER_HOME of `sentinel dev`)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    asset: str
+    name: str
+    passed: bool
+    description: str
+
+
+@dataclass
+class JobOutcome:
+    job: str
+    run_id: str
+    success: bool
+    materialized: list[str]
+    checks: list[CheckOutcome]
+    failed_steps: list[str]
+
+    @property
+    def gates(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.name.endswith("_quality_check")]
+
+
+def run_job(
+    settings: Settings, job: str = "lake_hourly", instance: dg.DagsterInstance | None = None
+) -> JobOutcome:
+    """Execute `job` in this process against the real lake; failures are reported, not raised."""
+    from orchestration.definitions import build
+
+    definitions = build(settings)
+    own = instance is None
+    instance = instance or instance_for(settings)
+    try:
+        result = definitions.resolve_job_def(job).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    finally:
+        if own:
+            instance.dispose()
+    return outcome_of(job, result)
+
+
+def outcome_of(job: str, result: dg.ExecuteInProcessResult) -> JobOutcome:
+    materialized, checks, failed = [], [], []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key:
+            materialized.append(event.asset_key.to_user_string())
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data: Any = event.event_specific_data
+            checks.append(
+                CheckOutcome(
+                    data.asset_key.to_user_string(),
+                    data.check_name,
+                    data.passed,
+                    data.description or "",
+                )
+            )
+        elif event.is_step_failure and event.step_key:
+            failed.append(event.step_key)
+    return JobOutcome(job, result.run_id, result.success, materialized, checks, failed)
+
+
+def layer_counts(settings: Settings, topics: dict[str, str]) -> list[tuple[str, str, int | None]]:
+    """(layer, table, rows) for every bronze, silver and gold table; None where not built yet."""
+    import duckdb
+
+    paths = LakePaths(settings.lake_root)
+    rows: list[tuple[str, str, int | None]] = []
+    for table, topic in topics.items():
+        if paths.has_bronze(topic):
+            n = duckdb.sql(
+                f"SELECT count(*) FROM read_parquet('{paths.bronze_glob(topic)}')"
+            ).fetchone()
+            rows.append(("bronze", f"bronze_{table}", int(n[0]) if n else 0))
+        else:
+            rows.append(("bronze", f"bronze_{table}", 0))
+    if not Path(paths.duckdb).exists():
+        return rows + [("silver", t, None) for t in SILVER] + [("gold", t, None) for t in GOLD]
+    con = duckdb.connect(str(paths.duckdb), read_only=True)
+    try:
+        existing = {
+            (schema, name)
+            for schema, name in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+            ).fetchall()
+        }
+        for layer, tables in (("silver", SILVER), ("gold", GOLD)):
+            for table in tables:
+                if (layer, table) in existing:
+                    found = con.execute(f"SELECT count(*) FROM {layer}.{table}").fetchone()
+                    rows.append((layer, table, int(found[0]) if found else 0))
+                else:
+                    rows.append((layer, table, None))
+    finally:
+        con.close()
+    return rows
