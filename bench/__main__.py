@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_contracts", "bench.bench_replay", "bench.bench_rules", "bench.bench_stream"]
+BENCHES = [
+    "bench.bench_contracts",
+    "bench.bench_replay",
+    "bench.bench_rules",
+    "bench.bench_stream",
+    "bench.bench_lake",
+]
 
 
 def main() -> int:

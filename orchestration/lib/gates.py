@@ -129,7 +129,7 @@ def run_gate(gate: Gate, frame: pd.DataFrame, context: GateContext) -> GateResul
     for res in validation.results:
         if res.success:
             continue
-        data = res.to_json_dict()
+        data: dict[str, Any] = res.to_json_dict()
         config = data["expectation_config"]
         kwargs = config.get("kwargs", {})
         result = data.get("result") or {}
@@ -195,7 +195,8 @@ def now_utc() -> datetime:
 def newest_minus(hours: float, newest: Any) -> datetime | None:
     if newest is None or pd.isna(newest):
         return None
-    return pd.Timestamp(newest).to_pydatetime() - timedelta(hours=hours)
+    newest_at: datetime = pd.Timestamp(newest).to_pydatetime()
+    return newest_at - timedelta(hours=hours)
 
 
 # --- state of the last good run per table, for row-count change ----------------------------

@@ -16,7 +16,7 @@ from sentinel.kafka.topics import ALERTS, EVENTS, EVENTS_DLQ
 from sentinel.settings import Settings
 
 
-class KafkaResource(dg.ConfigurableResource):  # type: ignore[misc]
+class KafkaResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where the topics live, and the consumer options landing uses."""
 
     bootstrap: str
@@ -51,7 +51,7 @@ class KafkaResource(dg.ConfigurableResource):  # type: ignore[misc]
             consumer.close(autocommit=False)
 
 
-class LakeResource(dg.ConfigurableResource):  # type: ignore[misc]
+class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The lake's folders and DuckDB file, the topics it lands, and the gate thresholds."""
 
     root: str

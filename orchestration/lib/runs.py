@@ -105,14 +105,14 @@ def layer_counts(settings: Settings, topics: dict[str, str]) -> list[tuple[str, 
 
     paths = LakePaths(settings.lake_root)
     rows: list[tuple[str, str, int | None]] = []
+    memory = duckdb.connect()
     for table, topic in topics.items():
+        n = None
         if paths.has_bronze(topic):
-            n = duckdb.sql(
-                f"SELECT count(*) FROM read_parquet('{paths.bronze_glob(topic)}')"
-            ).fetchone()
-            rows.append(("bronze", f"bronze_{table}", int(n[0]) if n else 0))
-        else:
-            rows.append(("bronze", f"bronze_{table}", 0))
+            glob = paths.bronze_glob(topic)
+            n = memory.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()
+        rows.append(("bronze", f"bronze_{table}", int(n[0]) if n else 0))
+    memory.close()
     if not Path(paths.duckdb).exists():
         return rows + [("silver", t, None) for t in SILVER] + [("gold", t, None) for t in GOLD]
     con = duckdb.connect(str(paths.duckdb), read_only=True)

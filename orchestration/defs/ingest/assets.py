@@ -1,6 +1,7 @@
 """Landing assets: each lands what is new on its topic into bronze Parquet (group `ingest`)."""
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -17,7 +18,7 @@ DESCRIPTIONS = {
 }
 
 
-def report_metadata(report: LandingReport) -> dict[str, object]:
+def report_metadata(report: LandingReport) -> dict[str, Any]:
     rate = report.records / report.elapsed_s if report.elapsed_s > 0 else 0.0
     return {
         "dagster/row_count": report.rows,
@@ -45,7 +46,7 @@ def bronze_asset(table: str) -> dg.AssetsDefinition:
     )
     def _bronze(
         context: dg.AssetExecutionContext, kafka: KafkaResource, lake: LakeResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[Any]:
         job = lake.landing_job(table, kafka)
         step = [0.0]
 
