@@ -20,7 +20,8 @@ def executor_for(settings: Settings) -> Any:
     if settings.dagster_executor == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor
+        # One pod per step, each sized for the heavy lake steps.
+        return k8s_job_executor.configured({"step_k8s_config": lake.LAKE_STEP_K8S})
     if settings.dagster_executor == "in_process":
         return dg.in_process_executor
     return dg.multiprocess_executor.configured({"max_concurrent": 2})

@@ -1,12 +1,13 @@
 """The Kubernetes Jobs dagster-k8s would create for a lake_hourly run under deploy/k8s/dagster.
 
 No cluster and no helm: the Helm values are read with PyYAML and handed to dagster-k8s's own
-K8sRunLauncher (built from config, as the instance builds it from the chart's dagster.yaml),
+K8sRunLauncher (built from config, as an instance builds it from the chart's dagster.yaml),
 K8sContainerContext and construct_dagster_k8s_job, the way the chart's templates hand them over.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,10 +17,13 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.execution.api import create_execution_plan
+from dagster._core.execution.plan.step import ExecutionStep
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._grpc.types import ExecuteRunArgs, ExecuteStepArgs
-from dagster._serdes import deserialize_value
+from dagster._serdes import ConfigurableClassData, deserialize_value
 from dagster_k8s import K8sRunLauncher, construct_dagster_k8s_job
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import (
@@ -31,16 +35,18 @@ from dagster_k8s.job import (
 from kubernetes.client import V1Container, V1Job
 
 from orchestration.definitions import build
-from orchestration.defs.lake import LAKE_HOURLY_K8S
+from orchestration.defs.lake import LAKE_RUN_K8S, LAKE_STEP_K8S
 from sentinel.settings import PROJECT_ROOT, Settings
 
 VALUES_FILE = PROJECT_ROOT / "deploy" / "k8s" / "dagster" / "values.yaml"
 # The release deploy/k8s/dagster/README.md installs (`helm upgrade --install sentinel ... -n dagster`).
 RELEASE, NAMESPACE = "sentinel", "dagster"
 FULLNAME = f"{RELEASE}-dagster"  # the chart's `dagster.fullname` for that release
+USER_DEPLOYMENTS_FULLNAME = f"{RELEASE}-dagster-user-deployments"  # the same, in its subchart
 CHART_DAGSTER_HOME = "/opt/dagster/dagster_home"  # the chart's global.dagsterHome default
 IMAGE_WORKDIR = "/opt/sentinel"  # deploy/k8s/Dockerfile
-LAKE_RESOURCES = LAKE_HOURLY_K8S["container_config"]["resources"]
+RUN_RESOURCES = LAKE_RUN_K8S["container_config"]["resources"]
+STEP_RESOURCES = LAKE_STEP_K8S["container_config"]["resources"]
 KUBECONFIG = """\
 apiVersion: v1
 kind: Config
@@ -75,13 +81,15 @@ def code_location_env(deployment: Mapping[str, Any]) -> dict[str, str]:
     return {var["name"]: var["value"] for var in deployment["env"]}
 
 
-def container_context_of(values: Mapping[str, Any], deployment: Mapping[str, Any]) -> dict[str, Any]:
+def container_context_of(
+    values: Mapping[str, Any], deployment: Mapping[str, Any]
+) -> dict[str, Any]:
     """What the chart gives the code server as --container-context (the user deployments chart's
     `dagsterUserDeployments.k8sContainerContext`); the server attaches it to every run it starts."""
     k8s: dict[str, Any] = {
         "image_pull_policy": deployment["image"]["pullPolicy"],
         "env_config_maps": [
-            f"{FULLNAME}-{deployment['name']}-user-env",
+            f"{USER_DEPLOYMENTS_FULLNAME}-{deployment['name']}-user-env",
             *(source["name"] for source in deployment.get("envConfigMaps", [])),
         ],
         "namespace": NAMESPACE,
@@ -141,23 +149,27 @@ def run_launcher_config(values: Mapping[str, Any], kubeconfig: Path) -> dict[str
         ("jobMetadata", "job_metadata"),
     ]
     if run_k8s:
-        config["run_k8s_config"] = {field: run_k8s[key] for key, field in sections if key in run_k8s}
+        config["run_k8s_config"] = {
+            field: run_k8s[key] for key, field in sections if key in run_k8s
+        }
     return config
 
 
 @pytest.fixture(scope="module")
-def instance(values: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A Dagster instance whose run launcher is the K8sRunLauncher the values configure."""
+def launcher(values: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> K8sRunLauncher:
+    """The K8sRunLauncher the values configure, built the way an instance builds its run launcher
+    from dagster.yaml (config checked against the launcher's own schema)."""
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     kubeconfig.write_text(KUBECONFIG)
-    launcher = {
-        "module": "dagster_k8s",
-        "class": "K8sRunLauncher",
-        "config": run_launcher_config(values, kubeconfig),
-    }
-    with dg.instance_for_test(overrides={"run_launcher": launcher}) as test_instance:
-        assert isinstance(test_instance.run_launcher, K8sRunLauncher)
-        yield test_instance
+    config = yaml.safe_dump(run_launcher_config(values, kubeconfig))
+    data = ConfigurableClassData("dagster_k8s", "K8sRunLauncher", config)
+    return data.rehydrate(as_type=K8sRunLauncher)
+
+
+@pytest.fixture(scope="module")
+def instance_ref(tmp_path_factory: pytest.TempPathFactory) -> InstanceRef:
+    """Stands for the Postgres-backed instance a run pod is told about (never opened here)."""
+    return InstanceRef.from_dir(str(tmp_path_factory.mktemp("dagster_home")))
 
 
 # ------------------------------------------------------------------- the code location and a run
@@ -165,7 +177,7 @@ def instance(values: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
 def pod_settings(deployment: dict[str, Any]) -> Iterator[Settings]:
     """Settings as a code server, run or step pod reads them: only the code location's env."""
     with pytest.MonkeyPatch.context() as env:
-        for name in [name for name in __import__("os").environ if name.startswith("SENTINEL_")]:
+        for name in [name for name in os.environ if name.startswith("SENTINEL_")]:
             env.delenv(name)
         for name, value in code_location_env(deployment).items():
             env.setenv(name, value)
@@ -199,10 +211,11 @@ def run(
 
 
 # ------------------------------------------------------------------------------ the Jobs
-def run_worker_job(instance: Any, run: dg.DagsterRun) -> tuple[V1Job, str | None]:
+def run_worker_job(
+    launcher: K8sRunLauncher, instance_ref: InstanceRef, run: dg.DagsterRun
+) -> tuple[V1Job, str | None]:
     """The Job K8sRunLauncher.launch_run creates for `run`, and the namespace it creates it in
     (dagster_k8s/launcher.py: launch_run and _launch_k8s_job_with_args)."""
-    launcher: K8sRunLauncher = instance.run_launcher
     origin = run.job_code_origin
     assert origin is not None
     job_name = get_job_name_from_run_id(run.run_id)
@@ -210,7 +223,7 @@ def run_worker_job(instance: Any, run: dg.DagsterRun) -> tuple[V1Job, str | None
     args = ExecuteRunArgs(
         job_origin=origin,
         run_id=run.run_id,
-        instance_ref=instance.get_ref(),
+        instance_ref=instance_ref,
         set_exit_code_on_failure=launcher.fail_pod_on_run_failure,
     ).get_command_args()
     job = construct_dagster_k8s_job(
@@ -229,13 +242,16 @@ def run_worker_job(instance: Any, run: dg.DagsterRun) -> tuple[V1Job, str | None
 
 
 def step_worker_job(
-    instance: Any, run: dg.DagsterRun, job_def: dg.JobDefinition, step_key: str
+    launcher: K8sRunLauncher,
+    instance_ref: InstanceRef,
+    run: dg.DagsterRun,
+    job_def: dg.JobDefinition,
+    step: ExecutionStep,
 ) -> tuple[V1Job, str | None]:
     """The Job k8s_job_executor creates for one step, and its namespace (dagster_k8s/executor.py:
     K8sStepHandler.launch_step). Layers, least specific first: deployment and code location (not
-    the run's tags), the executor's config and step_k8s_config, the op's own dagster-k8s/config
-    tag, then per_step_k8s_config."""
-    launcher: K8sRunLauncher = instance.run_launcher
+    the run's tags), the executor's config and step_k8s_config, the step's own dagster-k8s/config
+    tag (its op's tags), then per_step_k8s_config."""
     origin = run.job_code_origin
     assert origin is not None
     executor = ResolvedRunConfig.build(job_def, run.run_config).execution.execution_engine_config
@@ -255,12 +271,12 @@ def step_worker_job(
         security_context=executor.get("security_context"),
         run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(executor.get("step_k8s_config", {})),
     )
-    op_tags = job_def.graph.node_named(step_key).tags
-    per_op = executor.get("per_step_k8s_config", {}).get(step_key, {})
+    step_key = step.key
+    per_op = executor.get("per_step_k8s_config", {}).get(step.op_name, {})
     context = (
         K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
         .merge(executor_context)
-        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(op_tags)))
+        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step.tags)))
         .merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(per_op)))
     )
     job_config = context.get_k8s_job_config(executor.get("job_image"), launcher)
@@ -270,7 +286,7 @@ def step_worker_job(
         job_origin=origin,
         run_id=run.run_id,
         step_keys_to_execute=[step_key],
-        instance_ref=instance.get_ref(),
+        instance_ref=instance_ref,
         should_verify_step=True,
     )
     job_name = f"dagster-step-{get_k8s_job_name(run.run_id, step_key)}"
@@ -301,16 +317,25 @@ def env_of(container: V1Container) -> dict[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def run_job(instance: Any, run: dg.DagsterRun) -> tuple[V1Job, str | None]:
-    return run_worker_job(instance, run)
+def run_job(
+    launcher: K8sRunLauncher, instance_ref: InstanceRef, run: dg.DagsterRun
+) -> tuple[V1Job, str | None]:
+    return run_worker_job(launcher, instance_ref, run)
 
 
 @pytest.fixture(scope="module")
 def step_jobs(
-    instance: Any, run: dg.DagsterRun, lake_hourly: dg.JobDefinition
+    launcher: K8sRunLauncher,
+    instance_ref: InstanceRef,
+    run: dg.DagsterRun,
+    lake_hourly: dg.JobDefinition,
 ) -> dict[str, tuple[V1Job, str | None]]:
-    steps = [node.name for node in lake_hourly.graph.nodes]
-    return {step: step_worker_job(instance, run, lake_hourly, step) for step in steps}
+    plan = create_execution_plan(lake_hourly, run_config=run.run_config)
+    return {
+        step.key: step_worker_job(launcher, instance_ref, run, lake_hourly, step)
+        for step in plan.get_all_steps_in_topo_order()
+        if isinstance(step, ExecutionStep)
+    }
 
 
 # ------------------------------------------------------------------------------ the tests
@@ -323,11 +348,11 @@ def test_code_location_env_makes_lake_hourly_run_each_step_on_the_k8s_job_execut
     assert pod_settings.kafka_bootstrap == "sentinel-kafka-bootstrap.kafka:9092"
 
 
-def test_lake_hourly_tag_is_dagster_k8s_config_with_the_lake_resources(
+def test_lake_hourly_tag_is_dagster_k8s_config_with_the_run_pod_resources(
     lake_hourly: dg.JobDefinition,
 ) -> None:
     config = get_user_defined_k8s_config(lake_hourly.run_tags)
-    assert config.container_config == {"resources": LAKE_RESOURCES}
+    assert config.container_config == {"resources": RUN_RESOURCES}
 
 
 def test_run_worker_job_runs_execute_run_for_lake_hourly_in_the_user_code_image(
@@ -346,7 +371,9 @@ def test_run_worker_job_runs_execute_run_for_lake_hourly_in_the_user_code_image(
     assert (execute.job_origin.job_name, execute.run_id) == ("lake_hourly", run.run_id)
     assert execute.set_exit_code_on_failure is True  # failPodOnRunFailure
     assert job.metadata.name == f"dagster-run-{run.run_id}"
-    assert namespace == NAMESPACE == values["runLauncher"]["config"]["k8sRunLauncher"]["jobNamespace"]
+    assert (
+        namespace == NAMESPACE == values["runLauncher"]["config"]["k8sRunLauncher"]["jobNamespace"]
+    )
     for labels in (job.metadata.labels, job.spec.template.metadata.labels):
         assert labels["app.kubernetes.io/component"] == "run_worker"
         assert labels["dagster/job"] == "lake_hourly"
@@ -364,7 +391,9 @@ def test_run_worker_job_gets_the_code_location_env_and_the_postgres_password(
     container = container_of(run_job[0])
     env = env_of(container)
     assert env["SENTINEL_DAGSTER_EXECUTOR"] == "k8s"
-    assert env["SENTINEL_KAFKA_BOOTSTRAP"] == code_location_env(deployment)["SENTINEL_KAFKA_BOOTSTRAP"]
+    assert (
+        env["SENTINEL_KAFKA_BOOTSTRAP"] == code_location_env(deployment)["SENTINEL_KAFKA_BOOTSTRAP"]
+    )
     assert env["SENTINEL_KAFKA_EXTERNAL"] == "true"
     assert env["DAGSTER_RUN_JOB_NAME"] == "lake_hourly"
     assert env["DAGSTER_HOME"] == CHART_DAGSTER_HOME
@@ -372,15 +401,15 @@ def test_run_worker_job_gets_the_code_location_env_and_the_postgres_password(
     assert password.value_from.secret_key_ref.name == values["global"]["postgresqlSecretName"]
     assert password.value_from.secret_key_ref.key == "postgresql-password"
     config_maps = [source.config_map_ref.name for source in container.env_from]
-    assert f"{FULLNAME}-sentinel-lake-user-env" in config_maps
+    assert f"{USER_DEPLOYMENTS_FULLNAME}-sentinel-lake-user-env" in config_maps
 
 
-def test_run_worker_job_requests_the_resources_lake_hourly_asks_for(
+def test_run_worker_job_requests_the_run_pod_resources_of_the_job_tag(
     run_job: tuple[V1Job, str | None],
 ) -> None:
     resources = container_of(run_job[0]).resources
-    assert resources.requests == LAKE_RESOURCES["requests"] == {"cpu": "1", "memory": "2Gi"}
-    assert resources.limits == LAKE_RESOURCES["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert resources.requests == RUN_RESOURCES["requests"] == {"cpu": "250m", "memory": "512Mi"}
+    assert resources.limits == RUN_RESOURCES["limits"] == {"cpu": "1", "memory": "1Gi"}
 
 
 def test_run_worker_job_mounts_the_lake_volume_where_settings_put_the_lake(
@@ -419,20 +448,12 @@ def test_every_lake_hourly_step_pod_runs_execute_step_in_the_image_with_env_and_
         assert namespace == NAMESPACE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "dagster-k8s applies a job's dagster-k8s/config tag to the run pod only; step pods take "
-        "the code location's resources unless the op carries the tag (op_tags) or the executor "
-        "sets step_k8s_config. LAKE_HOURLY_K8S is a job tag today."
-    ),
-)
-def test_every_lake_hourly_step_pod_requests_the_resources_lake_hourly_asks_for(
+def test_every_lake_hourly_step_pod_requests_the_step_resources_of_the_executor(
     step_jobs: dict[str, tuple[V1Job, str | None]],
 ) -> None:
     for step, (job, _) in step_jobs.items():
         resources = container_of(job).resources
         assert (resources.requests, resources.limits) == (
-            LAKE_RESOURCES["requests"],
-            LAKE_RESOURCES["limits"],
+            STEP_RESOURCES["requests"],
+            STEP_RESOURCES["limits"],
         ), step

@@ -92,7 +92,7 @@ def test_jobs_schedules_and_sensors_are_wired_to_the_settings() -> None:
     off = build(Settings(lake_automation=False, dagster_executor="in_process"))
     hourly = on.resolve_job_def("lake_hourly")
     k8s = json.loads(hourly.tags["dagster-k8s/config"])
-    assert k8s["container_config"]["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert k8s["container_config"]["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
     assert on.resolve_job_def("land_bronze")
     schedule = on.resolve_schedule_def("lake_hourly_schedule")
     assert (schedule.cron_schedule, schedule.job_name) == ("0 * * * *", "lake_hourly")

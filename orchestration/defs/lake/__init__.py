@@ -7,8 +7,17 @@ import dagster as dg
 from orchestration.defs.lake.assets import gold_models, silver_models
 from sentinel.settings import Settings
 
-# Requests and limits of each step pod when the job runs on Kubernetes (dagster-k8s reads the tag).
-LAKE_HOURLY_K8S = {
+# Kubernetes sizes (dagster-k8s). A job's `dagster-k8s/config` tag sizes its run pod only, which
+# just coordinates; the steps (landing, dbt, gates) do the work, sized by the k8s executor.
+LAKE_RUN_K8S = {
+    "container_config": {
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "512Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        }
+    }
+}
+LAKE_STEP_K8S = {
     "container_config": {
         "resources": {
             "requests": {"cpu": "1", "memory": "2Gi"},
@@ -21,7 +30,7 @@ lake_hourly = dg.define_asset_job(
     "lake_hourly",
     selection=dg.AssetSelection.groups("ingest", "lake", "quality"),
     description="land new Kafka records, build silver and gold with dbt, gate them",
-    tags={"dagster-k8s/config": LAKE_HOURLY_K8S, "sentinel/job": "lake_hourly"},
+    tags={"dagster-k8s/config": LAKE_RUN_K8S, "sentinel/job": "lake_hourly"},
 )
 
 
