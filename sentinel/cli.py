@@ -404,6 +404,11 @@ def replay(
         raise typer.Exit(1)
 
 
+def _lake_log(settings: Settings, job: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return settings.lake_root / "logs" / f"{job}-{stamp}.log"
+
+
 def _print_lake(settings: Settings, outcome: Any | None = None) -> None:
     from orchestration.lib.runs import layer_counts
     from sentinel.kafka import ALERTS, EVENTS, EVENTS_DLQ
@@ -432,7 +437,7 @@ def _print_lake(settings: Settings, outcome: Any | None = None) -> None:
     )
     out.print(
         f"run {outcome.run_id} ({outcome.job}): {'succeeded' if outcome.success else 'FAILED at ' + ', '.join(outcome.failed_steps)}; "
-        f"reports in {settings.lake_root / 'reports'}",
+        f"reports in {settings.lake_root / 'reports'}\n",
         highlight=False,
     )
 
@@ -447,8 +452,9 @@ def lake_run(
     from orchestration.lib.runs import run_job
 
     settings = _settings()
-    out.print(f"running {job} (lake at {settings.lake_root}) ...", highlight=False)
-    outcome = run_job(settings, job)
+    log = _lake_log(settings, job)
+    out.print(f"running {job} (lake at {settings.lake_root}); log: {log}", highlight=False)
+    outcome = run_job(settings, job, log_file=log)
     _print_lake(settings, outcome)
     if not outcome.success:
         raise typer.Exit(1)
@@ -520,7 +526,9 @@ def demo(
         from orchestration.lib.runs import run_job
 
         settings = _settings()
-        outcome = run_job(settings, "lake_hourly")
+        log = _lake_log(settings, "lake_hourly")
+        out.print(f"landing, dbt and gates run now; log: {log}", highlight=False)
+        outcome = run_job(settings, "lake_hourly", log_file=log)
         _print_lake(settings, outcome)
         return bool(outcome.success)
 

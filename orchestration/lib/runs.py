@@ -6,6 +6,9 @@ UI on, so a run started here shows up there with its logs, metadata and check re
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,22 +64,48 @@ class JobOutcome:
 
 
 def run_job(
-    settings: Settings, job: str = "lake_hourly", instance: dg.DagsterInstance | None = None
+    settings: Settings,
+    job: str = "lake_hourly",
+    instance: dg.DagsterInstance | None = None,
+    log_file: Path | None = None,
 ) -> JobOutcome:
-    """Execute `job` in this process against the real lake; failures are reported, not raised."""
+    """Execute `job` in this process against the real lake; failures are reported, not raised.
+
+    With `log_file`, everything the run prints or logs (Dagster events, dbt's output, library
+    chatter) goes there instead of the terminal; the run's events are in the instance anyway.
+    """
     from orchestration.definitions import build
 
     definitions = build(settings)
     own = instance is None
     instance = instance or instance_for(settings)
     try:
-        result = definitions.resolve_job_def(job).execute_in_process(
-            instance=instance, raise_on_error=False
-        )
+        with _captured(log_file):
+            result = definitions.resolve_job_def(job).execute_in_process(
+                instance=instance, raise_on_error=False
+            )
     finally:
         if own:
             instance.dispose()
     return outcome_of(job, result)
+
+
+@contextmanager
+def _captured(log_file: Path | None) -> Iterator[None]:
+    if log_file is None:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    with log_file.open("a") as out, redirect_stdout(out), redirect_stderr(out):
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.handlers = [handler]
+        try:
+            yield
+        finally:
+            root.handlers = saved
 
 
 def outcome_of(job: str, result: dg.ExecuteInProcessResult) -> JobOutcome:
