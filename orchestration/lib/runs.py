@@ -76,17 +76,17 @@ def run_job(
     """
     from orchestration.definitions import build
 
-    definitions = build(settings)
-    own = instance is None
-    instance = instance or instance_for(settings)
-    try:
-        with _captured(log_file):
+    with _captured(log_file):
+        definitions = build(settings)
+        own = instance is None
+        instance = instance or instance_for(settings)
+        try:
             result = definitions.resolve_job_def(job).execute_in_process(
                 instance=instance, raise_on_error=False
             )
-    finally:
-        if own:
-            instance.dispose()
+        finally:
+            if own:
+                instance.dispose()
     return outcome_of(job, result)
 
 
