@@ -47,15 +47,19 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
-def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """Parse the project when its manifest is missing or older than a model, macro or test."""
+def ensure_manifest(lake_duckdb: Path | None = None, project: DbtProject = dbt_project) -> Path:
+    """Parse the project when its manifest is missing or older than a model, macro or test.
+
+    dbt reuses a parse (partial parsing) only for the profile it was made with, so parse with
+    the DuckDB path of the lake that runs will use; parsing never opens the file.
+    """
     manifest = Path(project.manifest_path)
     if manifest.exists() and manifest.stat().st_mtime >= _newest_source(Path(project.project_dir)):
         return manifest
+    duckdb_path = lake_duckdb or Path(project.project_dir) / "target" / "lake.duckdb"
     env = {
         **os.environ,
-        # parse renders profiles.yml, which needs a path; parsing never opens the file.
-        "SENTINEL_LAKE_DUCKDB": os.environ.get("SENTINEL_LAKE_DUCKDB", "parse-only.duckdb"),
+        "SENTINEL_LAKE_DUCKDB": str(duckdb_path),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     result = subprocess.run(

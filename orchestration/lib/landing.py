@@ -10,14 +10,15 @@ Records that break their contract go to `quarantine/<topic>/` with the reason, n
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,10 @@ class LandingJob:
         )
 
 
+# Below this many waiting records, starting processes costs more than it saves.
+PARALLEL_MIN_RECORDS = 100_000
+
+
 def _land_partitions(
     job: LandingJob, partitions: list[int], max_records: int | None
 ) -> LandingReport:
@@ -429,34 +434,118 @@ def merge_reports(reports: list[LandingReport]) -> LandingReport:
     return merged
 
 
-def land(job: LandingJob, *, workers: int = 1, progress: Progress | None = None) -> LandingReport:
+def _pending(lander: Lander, partitions: list[int], entries: list[LedgerEntry]) -> dict[int, int]:
+    """Records each partition has waiting (what a run would read), without reading them."""
+    from kafka import TopicPartition
+
+    consumer = lander.consumer
+    tps = [TopicPartition(lander.topic, p) for p in partitions]
+    ledger = landed_next(entries)
+    end, start = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+    return {
+        tp.partition: max(
+            0,
+            end[tp] - max(consumer.committed(tp) or 0, ledger.get(tp.partition, 0), start[tp]),
+        )
+        for tp in tps
+    }
+
+
+def _balanced(pending: dict[int, int], workers: int) -> list[list[int]]:
+    """Partitions with work, in at most `workers` groups of about equal records (largest first)."""
+    groups: list[tuple[int, list[int]]] = [(0, []) for _ in range(workers)]
+    for partition, n in sorted(pending.items(), key=lambda kv: -kv[1]):
+        if n <= 0:
+            continue
+        load, members = min(groups, key=lambda g: g[0])
+        groups.remove((load, members))
+        groups.append((load + n, [*members, partition]))
+    return [sorted(members) for _, members in groups if members]
+
+
+def land(
+    job: LandingJob,
+    *,
+    workers: int = 1,
+    progress: Progress | None = None,
+    parallel_min: int = PARALLEL_MIN_RECORDS,
+) -> LandingReport:
     """Land what is new on `job.topic`; with workers > 1, partitions are split over processes.
 
     kafka-python decodes records in pure Python, so one process tops out near 30k records/s;
-    partitions are independent (own files, ledger entries and commits), so they land in parallel.
+    partitions are independent (own files, ledger entries and commits), so they land in parallel
+    in child processes (`python -m orchestration.lib.landing`: a lean import, quick to start).
+    Small backlogs land in this process.
     """
     began = time.perf_counter()
     lander = job.lander(job.max_records if workers <= 1 else None, progress)
+    removed: list[str] = []
     try:
         partitions = sorted(lander.consumer.partitions_for_topic(job.topic) or [])
-        if workers <= 1 or len(partitions) <= 1:
+        groups: list[list[int]] = []
+        if workers > 1 and len(partitions) > 1:
+            entries = read_ledger(lander.paths, job.topic)
+            pending = _pending(lander, partitions, entries)
+            if sum(pending.values()) >= parallel_min:
+                removed = remove_orphans(lander.paths, job.topic, entries)
+                groups = _balanced(pending, workers)
+        if len(groups) <= 1:
+            lander.max_records = job.max_records
             report = lander.run()
             report.elapsed_s = time.perf_counter() - began
             return report
-        entries = read_ledger(lander.paths, job.topic)
-        removed = remove_orphans(lander.paths, job.topic, entries)
     finally:
         lander.consumer.close(autocommit=False)
-    groups = [partitions[i::workers] for i in range(min(workers, len(partitions)))]
     share = None if job.max_records is None else max(1, job.max_records // len(groups))
-    context = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded process
-    with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
-        reports = list(
-            pool.map(_land_partitions, [job] * len(groups), groups, [share] * len(groups))
-        )
+    with ThreadPoolExecutor(len(groups)) as pool:
+        reports = list(pool.map(lambda g: _land_in_child(job, g, share), groups))
     report = merge_reports(reports)
     report.removed_orphans = removed + report.removed_orphans
+    for partition in partitions:  # partitions with nothing new are part of the picture too
+        report.partitions.setdefault(partition, PartitionReport(0, 0, 0, 0))
     report.elapsed_s = time.perf_counter() - began
     if progress:
         progress(report.records, report.records)
     return report
+
+
+def _land_in_child(
+    job: LandingJob, partitions: list[int], max_records: int | None
+) -> LandingReport:
+    request = orjson.dumps(
+        {
+            "job": {**asdict(job), "lake_root": str(job.lake_root)},
+            "partitions": partitions,
+            "max_records": max_records,
+        }
+    )
+    child = subprocess.run(
+        [sys.executable, "-m", "orchestration.lib.landing"],
+        input=request,
+        capture_output=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise LandingError(
+            f"landing partitions {partitions} of {job.topic} failed:\n"
+            + child.stderr.decode(errors="replace")[-4000:]
+        )
+    return _report_from(orjson.loads(child.stdout.splitlines()[-1]))
+
+
+def _report_from(data: dict[str, Any]) -> LandingReport:
+    parts = {int(p): PartitionReport(**r) for p, r in data.pop("partitions").items()}
+    return LandingReport(**data, partitions=parts)
+
+
+def _child_main() -> None:
+    """Entry point of a landing child: a request on stdin, the report as JSON on stdout."""
+    request = orjson.loads(sys.stdin.buffer.read())
+    spec = request["job"]
+    job = LandingJob(**{**spec, "lake_root": Path(spec["lake_root"])})
+    report = _land_partitions(job, request["partitions"], request["max_records"])
+    sys.stdout.buffer.write(orjson.dumps(asdict(report), option=orjson.OPT_NON_STR_KEYS) + b"\n")
+
+
+if __name__ == "__main__":
+    _child_main()

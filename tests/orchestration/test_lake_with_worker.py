@@ -23,7 +23,9 @@ def test_a_replay_through_the_worker_lands_every_layer_exactly(
     events = list(generate("mixed", count, seed=21, start=recent_start(60)))
     malformed = malformed_records(bad, seed=21)
     stream_env.worker().start()
-    summary = replay_to_kafka([*events[:2000], *malformed, *events[2000:]], stream_env.settings, EVENTS)
+    summary = replay_to_kafka(
+        [*events[:2000], *malformed, *events[2000:]], stream_env.settings, EVENTS
+    )
     assert summary.errors == 0
     stream_env.wait_committed(count + bad)
     alerts = sum(offsets.end_offsets(stream_env.settings, ALERTS).values())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.lake.assets import gold_models, silver_models
+from orchestration.defs.lake.assets import dbt_model_assets
+from orchestration.lib.bronze import LakePaths
+from orchestration.lib.dbt import ensure_manifest
 from sentinel.settings import Settings
 
 # Kubernetes sizes (dagster-k8s). A job's `dagster-k8s/config` tag sizes its run pod only, which
@@ -35,6 +37,8 @@ lake_hourly = dg.define_asset_job(
 
 
 def build(settings: Settings) -> dg.Definitions:
+    # Parsed with the lake's own DuckDB path: runs on this lake then reuse dbt's partial parse.
+    manifest = ensure_manifest(LakePaths(settings.lake_root).duckdb.resolve())
     schedule = dg.ScheduleDefinition(
         name="lake_hourly_schedule",
         job=lake_hourly,
@@ -48,5 +52,5 @@ def build(settings: Settings) -> dg.Definitions:
         description="the lake every hour, whatever the lag",
     )
     return dg.Definitions(
-        assets=[silver_models, gold_models], jobs=[lake_hourly], schedules=[schedule]
+        assets=dbt_model_assets(manifest), jobs=[lake_hourly], schedules=[schedule]
     )
