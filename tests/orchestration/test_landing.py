@@ -225,3 +225,12 @@ def test_bronze_rows_keep_the_event_as_received(lake: Lake) -> None:
     [row] = lake.bronze("events")
     assert orjson.loads(row[4]) == event
     assert (row[0], row[2], row[3]) == (event["id"], event["host"]["id"], event["kind"])
+
+
+def test_nanosecond_timestamps_land_with_microseconds(lake: Lake) -> None:
+    [event] = _events(1, seed=13)
+    event["ts"] = event["ts"][:19] + ".123456789Z"  # the contract allows up to 9 digits
+    lake.produce([event])
+    lake.run("land_bronze")
+    [row] = lake.bronze("events")
+    assert row[1].isoformat().endswith(".123456+00:00")

@@ -41,28 +41,13 @@ from tests.dbt.lakefixture import (
     TOPICS,
     write_bronze,
 )
+from tests.orchestration.test_definitions import GROUPS
 
 CHROMIUM = Path("/usr/bin/chromium")
 LOCATION = "orchestration.definitions"  # workspace.yaml names the location after its module
 REPOSITORY = "__repository__"  # what Dagster calls the one repository of a Definitions object
 WIDTH, HEIGHT = 1600, 1000
 
-GROUPS = {
-    "ingest": {"bronze_events", "bronze_alerts", "bronze_dlq"},
-    "lake": {
-        "silver_events",
-        "silver_proc_events",
-        "silver_file_events",
-        "silver_net_events",
-        "silver_dns_events",
-        "silver_auth_events",
-        "silver_alerts",
-        "host_activity_5m",
-        "dns_domain_stats",
-        "alert_rollup_daily",
-    },
-    "quality": {"silver_dead_letters"},
-}
 GATED = ("host_activity_5m", "silver_events", "dns_domain_stats", "alert_rollup_daily")
 
 # Log lines that are about Dagster itself, not about the code location.
