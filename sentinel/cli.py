@@ -460,6 +460,37 @@ def lake_run(
         raise typer.Exit(1)
 
 
+@lake_app.command("reset")
+def lake_reset(
+    yes: Annotated[bool, typer.Option("--yes", help="really delete the lake")] = False,
+) -> None:
+    """Delete the lake (bronze, quarantine, DuckDB, reports) and the landing consumer groups."""
+    import shutil
+
+    from kafka.errors import KafkaError
+
+    from sentinel.kafka.clients import admin_client
+
+    settings = _settings()
+    if not yes:
+        raise _fail(f"this deletes {settings.lake_root} and the landing offsets; add --yes", 2)
+    groups = [f"{settings.lake_consumer_group}.{t}" for t in ("events", "alerts", "dlq")]
+    try:
+        admin = admin_client(settings)
+        try:
+            existing = {g["group_id"] for g in admin.list_groups()}
+            if present := [g for g in groups if g in existing]:
+                admin.delete_groups(present)
+        finally:
+            admin.close()
+    except (KafkaError, OSError) as exc:
+        raise _fail(f"cannot delete the landing consumer groups: {exc!r}") from None
+    shutil.rmtree(settings.lake_root, ignore_errors=True)
+    out.print(
+        f"deleted {settings.lake_root} and consumer groups {', '.join(groups)}", highlight=False
+    )
+
+
 @lake_app.command("status")
 def lake_status() -> None:
     """Row counts of every bronze, silver and gold table."""

@@ -205,6 +205,14 @@ class Lander:
             if start > (committed or 0):
                 # In the ledger but the commit was lost (a crash): commit now, land nothing twice.
                 repaired[tp] = OffsetAndMetadata(start, "", -1)
+            if start > end[tp]:
+                raise LandingError(
+                    f"partition {tp.partition} of '{self.topic}' ends at offset {end[tp]}, but the "
+                    f"lake has landed it up to offset {start} (its ledger or consumer group "
+                    f"'{self.group}'): the topic was recreated or truncated. Start the lake over "
+                    "with `sentinel lake reset`, or point SENTINEL_LAKE_DIR and "
+                    "SENTINEL_LAKE_CONSUMER_GROUP somewhere new."
+                )
             expired = max(0, log_start[tp] - start)
             start = max(start, log_start[tp])
             report.partitions[tp.partition] = PartitionReport(

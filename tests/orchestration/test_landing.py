@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from kafka import KafkaProducer
 from agents.scenarios import generate, malformed_records
 from orchestration.lib import landing
 from orchestration.lib.bronze import LakePaths
-from orchestration.lib.landing import LandingJob, land, read_ledger
+from orchestration.lib.landing import LandingError, LandingJob, land, read_ledger
 from streams.validation import DeadLetter
 from tests.orchestration.conftest import Lake, recent_start
 
@@ -234,3 +235,57 @@ def test_nanosecond_timestamps_land_with_microseconds(lake: Lake) -> None:
     lake.run("land_bronze")
     [row] = lake.bronze("events")
     assert row[1].isoformat().endswith(".123456+00:00")
+
+
+def test_a_recreated_topic_fails_landing_with_what_to_do(lake: Lake) -> None:
+    from kafka.errors import KafkaError
+
+    from sentinel.kafka import TopicSpec, create_topics
+    from sentinel.kafka.clients import admin_client
+
+    lake.produce(_events(500, seed=14))
+    lake.run("land_bronze")
+    topic = lake.topics["events"]
+    admin = admin_client(lake.settings)
+    try:
+        admin.delete_topics([topic])
+        for _ in range(60):  # deletion completes asynchronously
+            try:
+                create_topics(admin, [TopicSpec(topic, 3)])
+                break
+            except KafkaError:
+                time.sleep(0.5)
+    finally:
+        admin.close()
+    lake.produce(_events(5, seed=15))
+
+    with pytest.raises(LandingError, match="the topic was recreated or truncated") as raised:
+        land(_job(lake))
+    assert "sentinel lake reset" in str(raised.value)
+    assert len(lake.bronze("events")) == 500  # nothing of the old landing was touched
+
+
+def test_lake_reset_needs_yes_then_deletes_lake_and_offsets(lake: Lake) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lake.produce(_events(200, seed=16))
+    lake.run("land_bronze")
+    env = dict(
+        os.environ,
+        SENTINEL_STATE_DIR=str(lake.settings.state_dir),
+        SENTINEL_KAFKA_BOOTSTRAP=lake.settings.kafka_bootstrap,
+        SENTINEL_LAKE_CONSUMER_GROUP=lake.settings.lake_consumer_group,
+    )
+    cli = [str(Path(sys.executable).parent / "sentinel"), "lake", "reset"]
+    refused = subprocess.run(cli, env=env, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "add --yes" in refused.stdout + refused.stderr
+    assert lake.settings.lake_root.exists()
+
+    done = subprocess.run([*cli, "--yes"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not lake.settings.lake_root.exists()
+    report = land(_job(lake))  # from the start again: the group's offsets are gone too
+    assert report.rows == 200

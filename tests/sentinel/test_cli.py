@@ -25,6 +25,11 @@ COMMANDS = [
     ["contracts", "validate"],
     ["replay"],
     ["demo"],
+    ["dev"],
+    ["lake"],
+    ["lake", "run"],
+    ["lake", "status"],
+    ["lake", "reset"],
 ]
 
 
