@@ -10,6 +10,7 @@ Records that break their contract go to `quarantine/<topic>/` with the reason, n
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
@@ -178,6 +179,17 @@ class Lander:
 
     def run(self, partitions: list[int] | None = None, *, clean: bool = True) -> LandingReport:
         """Land `partitions` (default: all of the topic); `clean` removes orphans of a crash first."""
+        # A chunk buffers millions of small objects and makes no reference cycles; the cyclic
+        # collector would rescan them again and again (a fifth of the run, measured).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run(partitions, clean)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self, partitions: list[int] | None, clean: bool) -> LandingReport:
         from kafka import OffsetAndMetadata, TopicPartition
 
         began = time.perf_counter()
@@ -481,9 +493,9 @@ def land(
     """Land what is new on `job.topic`; with workers > 1, partitions are split over processes.
 
     kafka-python decodes records in pure Python, so one process tops out near 30k records/s;
-    partitions are independent (own files, ledger entries and commits), so they land in parallel
-    in child processes (`python -m orchestration.lib.landing`: a lean import, quick to start).
-    Small backlogs land in this process.
+    partitions are independent (own files, ledger entries and commits), so groups of them land in
+    parallel: one here, the others in child processes (`python -m orchestration.lib.landing`, a
+    lean import). Small backlogs land in this process alone.
     """
     began = time.perf_counter()
     lander = job.lander(job.max_records if workers <= 1 else None, progress)
@@ -505,8 +517,11 @@ def land(
     finally:
         lander.consumer.close(autocommit=False)
     share = None if job.max_records is None else max(1, job.max_records // len(groups))
-    with ThreadPoolExecutor(len(groups)) as pool:
-        reports = list(pool.map(lambda g: _land_in_child(job, g, share), groups))
+    # This process, already warm, lands the first group; children start meanwhile for the rest.
+    with ThreadPoolExecutor(len(groups) - 1) as pool:
+        children = [pool.submit(_land_in_child, job, g, share) for g in groups[1:]]
+        here = _land_partitions(job, groups[0], share)
+        reports = [here, *(c.result() for c in children)]
     report = merge_reports(reports)
     report.removed_orphans = removed + report.removed_orphans
     for partition in partitions:  # partitions with nothing new are part of the picture too
