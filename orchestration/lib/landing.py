@@ -472,7 +472,10 @@ def _pending(lander: Lander, partitions: list[int], entries: list[LedgerEntry]) 
 
 
 def _balanced(pending: dict[int, int], workers: int) -> list[list[int]]:
-    """Partitions with work, in at most `workers` groups of about equal records (largest first)."""
+    """Partitions with work, in at most `workers` groups of about equal records.
+
+    The heaviest group comes first: this process lands it, having no start-up to pay.
+    """
     groups: list[tuple[int, list[int]]] = [(0, []) for _ in range(workers)]
     for partition, n in sorted(pending.items(), key=lambda kv: -kv[1]):
         if n <= 0:
@@ -480,6 +483,7 @@ def _balanced(pending: dict[int, int], workers: int) -> list[list[int]]:
         load, members = min(groups, key=lambda g: g[0])
         groups.remove((load, members))
         groups.append((load + n, [*members, partition]))
+    groups.sort(key=lambda g: -g[0])
     return [sorted(members) for _, members in groups if members]
 
 

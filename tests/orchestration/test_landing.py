@@ -289,3 +289,13 @@ def test_lake_reset_needs_yes_then_deletes_lake_and_offsets(lake: Lake) -> None:
     assert not lake.settings.lake_root.exists()
     report = land(_job(lake))  # from the start again: the group's offsets are gone too
     assert report.rows == 200
+
+
+def test_partition_groups_balance_records_and_put_the_heaviest_first() -> None:
+    from orchestration.lib.landing import _balanced
+
+    pending = {0: 500, 1: 100, 2: 0, 3: 300, 4: 250}
+    groups = _balanced(pending, 2)
+    assert groups == [[0, 1], [3, 4]]  # 600 and 550 records; partition 2 has nothing to land
+    assert _balanced({0: 0, 1: 0}, 2) == []
+    assert _balanced(pending, 8) == [[0], [3], [4], [1]]
