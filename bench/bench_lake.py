@@ -27,11 +27,12 @@ HOURLY_TARGET_S = 180.0
 NOTES = """Where landing time goes (cProfile of one process, 200k events): kafka-python's record decoding
 (`Fetcher._unpack_records`, `DefaultRecordBatch._read_msg`, varints, header sizes) is over half of
 it; our parse (orjson + the jsonschema-rs contract check, about 6 µs an event) and the Arrow/Parquet
-flush are the rest. Partitions land in parallel child processes (`python -m
-orchestration.lib.landing`), each paying about 3 s of interpreter and import start-up (pyarrow's
-first array imports pandas); on these 2 cores the broker shares the CPUs, and repeated runs of the
-2-process landing on the same 1M events gave 39 to 48k events/s. Reaching 50k/s here would take a
-record decoder outside kafka-python (aiokafka's C decoder, or one in native/); not done."""
+flush are the rest. Turning the cyclic garbage collector off while a chunk is buffered (millions of
+live objects, no cycles) gave +25 % in one process and took two processes from 39-48k to 52-59k
+events/s. Partitions land in parallel: the heaviest group in the calling process, the others in
+child processes (`python -m orchestration.lib.landing`, about 3 s of start-up each: pyarrow's first
+array imports pandas). The broker shares the 2 cores, so runs vary: 52k and 55.5k events/s in two
+bench runs, 47-59k in four runs of the same code on a settled 1M-event topic."""
 
 
 def _topics(settings: Settings) -> dict[str, str]:
