@@ -600,6 +600,10 @@ def dev(
     from sentinel.kafka import BrokerError, ensure_contract_topics
     from sentinel.settings import PROJECT_ROOT
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a service manager, `timeout`) stops it like Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
     settings = _settings()
     broker = _broker()
     try:
