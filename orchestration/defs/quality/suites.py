@@ -49,14 +49,18 @@ def _row_count(ctx: GateContext) -> list[Any]:
     return [gxe.ExpectTableRowCountToBeBetween(min_value=floor)]
 
 
+def _not_in_future(ctx: GateContext, column: str) -> Any:
+    """Timestamps at most `future_skew_s` ahead of the gate's clock."""
+    limit = ctx.now + timedelta(seconds=ctx.future_skew_s)
+    return _gxe().ExpectColumnValuesToBeBetween(column=column, max_value=limit)
+
+
 def _timeline(frame: pd.DataFrame, ctx: GateContext, column: str) -> list[Any]:
     """No timestamps from the future; the newest close enough to the newest landing (freshness)."""
     gxe = _gxe()
     checks = [
         gxe.ExpectColumnValuesToNotBeNull(column=column),
-        gxe.ExpectColumnValuesToBeBetween(
-            column=column, max_value=ctx.now + timedelta(seconds=ctx.future_skew_s)
-        ),
+        _not_in_future(ctx, column),
     ]
     if "landed_at" in frame.columns and len(frame):
         floor = newest_minus(ctx.freshness_hours, frame["landed_at"].max())
@@ -105,9 +109,7 @@ def silver_alerts(frame: pd.DataFrame, ctx: GateContext) -> list[Any]:
         gxe.ExpectColumnValuesToNotBeNull(column="host_id"),
         gxe.ExpectColumnValuesToBeInSet(column="severity", value_set=SEVERITIES),
         gxe.ExpectColumnValuesToBeBetween(column="event_count", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="ts", max_value=ctx.now + timedelta(seconds=ctx.future_skew_s)
-        ),
+        _not_in_future(ctx, "ts"),
         *_row_count(ctx),
     ]
 
@@ -132,9 +134,7 @@ def host_activity_5m(frame: pd.DataFrame, ctx: GateContext) -> list[Any]:
         gxe.ExpectColumnValuesToBeBetween(
             column="dns_entropy_max", min_value=0, max_value=MAX_ENTROPY
         ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="window_start", max_value=ctx.now + timedelta(seconds=ctx.future_skew_s)
-        ),
+        _not_in_future(ctx, "window_start"),
         *_row_count(ctx),
     ]
 
