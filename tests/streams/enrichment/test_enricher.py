@@ -317,13 +317,14 @@ def test_a_hanging_service_cannot_hold_the_batch_past_its_deadline(
 ) -> None:
     service.mode = "hang"
     enricher = Enricher(
-        config_for(feeds, remote_url=service.url, batch_deadline_s=0.2, remote_timeout_s=1.0)
+        config_for(feeds, remote_url=service.url, batch_deadline_s=0.2, remote_timeout_s=5.0)
     )
     events = [event("net", dst_ip=f"45.33.32.{i}", src_ip="203.0.113.7") for i in range(20)]
     started = time.monotonic()
     result = enrich(enricher, events)
     elapsed = time.monotonic() - started
-    assert elapsed < 0.2 + MARGIN_S
+    # Cut at the 0.2 s deadline, not at the 5 s request timeout (a wide margin: a loaded CI box).
+    assert elapsed < 0.2 + 4 * MARGIN_S
     assert (result.remote_keys, result.degraded_keys) == (20, 20)
     # Local enrichment is still there; the slow keys are simply missing.
     assert all(set(e["enrichment"]) == {"host", "src_ip"} for e in events)
