@@ -146,7 +146,7 @@ class _Chunk:
     def __init__(self, first: int) -> None:
         self.first = first
         self.last = first - 1
-        self.rows: dict[Folder, list[Row]] = defaultdict(list)
+        self.rows: dict[Folder, list[Row]] = {}
         self.rejected: dict[Folder, list[tuple[Any, ...]]] = defaultdict(list)
         self.size = 0
 

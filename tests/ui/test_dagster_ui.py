@@ -306,7 +306,10 @@ class Browser:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     """Headless Debian Chromium with a DevTools port, for the whole module."""
     if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed: apt-get install chromium")
+        message = "Debian chromium is not installed: apt-get install chromium"
+        if os.environ.get("CI"):  # .ci/run installs it: in CI a missing browser is a failure
+            pytest.fail(message)
+        pytest.skip(message)
     root = tmp_path_factory.mktemp("chromium")
     profile = root / "profile"
     log = root / "chromium.log"

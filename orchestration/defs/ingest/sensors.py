@@ -35,12 +35,12 @@ def bronze_lag_sensor_for(
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
-                    # One run per lag level seen: a repeated tick during a slow run asks nothing new.
-                    run_key=f"lag-{total}-{context.cursor or 0}",
+                    # Keyed by the lag itself: a tick that sees the same lag again (a run is still
+                    # landing it) asks for nothing new; any new record changes the key.
+                    run_key=f"lag-{described}",
                     tags={"sentinel/trigger": "lag", "sentinel/lag": str(total)},
                 )
-            ],
-            cursor=str(int(context.cursor or 0) + 1),
+            ]
         )
 
     return bronze_lag_sensor
