@@ -52,8 +52,12 @@ def _worker(
     return spawn_worker(env, log, loglevel="warn")
 
 
-def _committed(settings: Settings, group: str) -> int:
-    return sum(kafka_offsets.committed(settings, group, EVENTS).values())
+def _group(settings: Settings, app_id: str) -> str:
+    return settings.model_copy(update={"streams_app_id": app_id}).streams_detection_group
+
+
+def _committed(settings: Settings, app_id: str) -> int:
+    return sum(kafka_offsets.committed(settings, _group(settings, app_id), EVENTS).values())
 
 
 def sustained(settings: Settings, count: int, log: Path) -> float:
@@ -89,7 +93,7 @@ def latency(settings: Settings, rate: int, seconds: int, log: Path) -> tuple[flo
             "mixed", rate * seconds, seed=43, start=datetime.now(UTC), events_per_second=float(rate)
         )
         replay_to_kafka(events, settings, EVENTS, rate=rate)
-        kafka_offsets.wait_caught_up(settings, app_id, EVENTS, 600)
+        kafka_offsets.wait_caught_up(settings, _group(settings, app_id), EVENTS, 600)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

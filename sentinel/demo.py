@@ -37,10 +37,6 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     raise DemoError(f"the worker did not become healthy in 120 s; see {log}")
 
 
-class _Stalled(RuntimeError):
-    pass
-
-
 STALL_S = 90.0
 
 
@@ -48,42 +44,30 @@ def catch_up(
     settings: Settings,
     worker: subprocess.Popen[bytes],
     log: Path,
-    console: Console,
     tick: Any = None,
     timeout_s: float = 600,
 ) -> subprocess.Popen[bytes]:
-    """Wait until the worker has committed everything; restart it once if it stops advancing.
-
-    A worker that starts on a topic with history warms every partition's windows; once, in a
-    loaded run, a partition stopped being consumed after that until the worker restarted (an
-    open problem, docs/RELIABILITY.md). The restart loses nothing: offsets are committed only
-    after what a batch caused is durable.
-    """
+    """Wait until the worker has committed everything; fail early if it stops advancing."""
     from sentinel.kafka import EVENTS, offsets
 
-    for attempt in (1, 2):
-        progress: dict[str, float] = {"done": -1, "since": time.monotonic()}
+    progress: dict[str, float] = {"done": -1, "since": time.monotonic()}
 
-        def watch(done: int, total: int, progress: dict[str, float] = progress) -> None:
-            if done != progress["done"]:
-                progress.update(done=done, since=time.monotonic())
-            elif time.monotonic() - progress["since"] > STALL_S:
-                raise _Stalled(f"no progress for {STALL_S:.0f}s at {done:,} of {total:,}")
-            if tick is not None:
-                tick(done, total)
+    def watch(done: int, total: int) -> None:
+        if worker.poll() is not None:
+            raise DemoError(f"the worker exited with {worker.returncode}; see {log}")
+        if done != progress["done"]:
+            progress.update(done=done, since=time.monotonic())
+        elif time.monotonic() - progress["since"] > STALL_S:
+            raise DemoError(
+                f"the worker made no progress for {STALL_S:.0f}s at {done:,} of "
+                f"{total:,} events; see {log}"
+            )
+        if tick is not None:
+            tick(done, total)
 
-        try:
-            if offsets.wait_caught_up(settings, settings.streams_app_id, EVENTS, timeout_s, watch):
-                return worker
-            raise DemoError(f"the worker did not catch up in {timeout_s:.0f} s; see {log}")
-        except _Stalled as exc:
-            if attempt == 2:
-                raise DemoError(f"the worker stalled twice ({exc}); see {log}") from None
-            console.print(f"[yellow]the worker stalled ({exc}); restarting it[/]")
-            worker.terminate()
-            worker.wait(timeout=60)
-            worker = start_worker(settings, log)
-    return worker
+    if offsets.wait_caught_up(settings, settings.streams_detection_group, EVENTS, timeout_s, watch):
+        return worker
+    raise DemoError(f"the worker did not catch up in {timeout_s:.0f} s; see {log}")
 
 
 def run(
@@ -127,7 +111,7 @@ def run(
             f"worker healthy on 127.0.0.1:{settings.streams_web_port}; log: {log}", highlight=False
         )
         # Events left by earlier runs are processed first, so this run's counts are its own.
-        worker = catch_up(settings, worker, log, console)
+        worker = catch_up(settings, worker, log)
         before = {t: offsets.end_offsets(settings, t) for t in (EVENTS, EVENTS_DLQ, ALERTS)}
 
         console.rule(f"4. replay 'mixed': {count:,} events + {malformed} malformed, seed {seed}")
@@ -144,7 +128,7 @@ def run(
                 last[0] = time.monotonic()
                 console.print(f"committed {done:,} of {total:,}", highlight=False)
 
-        worker = catch_up(settings, worker, log, console, tick)
+        worker = catch_up(settings, worker, log, tick)
 
         dead = offsets.read_from(settings, EVENTS_DLQ, before[EVENTS_DLQ])
         alerts: dict[str, dict[str, Any]] = {}

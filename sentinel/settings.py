@@ -45,7 +45,10 @@ class Settings(BaseSettings):
 
     # --- streams (Faust workers)
     rules_dir: Path = Field(PROJECT_ROOT / "rules", description="rule packs loaded at start-up")
-    streams_app_id: str = Field("sentinel-streams", description="Faust app id = consumer group")
+    streams_app_id: str = Field(
+        "sentinel-streams",
+        description="Faust app id; the events topic is read by group '<app id>.detection'",
+    )
     streams_web_host: str = "127.0.0.1"
     streams_web_port: int = Field(6066, description="worker web port (/health, /hosts/{id}/stats)")
     streams_batch_size: int = Field(1000, ge=1, description="events per detection batch")
@@ -147,6 +150,11 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.state_dir / "dagster"
+
+    @property
+    def streams_detection_group(self) -> str:
+        """The consumer group that reads the events topic (the Faust app id is the other group)."""
+        return f"{self.streams_app_id}.detection"
 
     @property
     def streams_dir(self) -> Path:

@@ -1,7 +1,8 @@
 """Per-host counters in a Faust table, and the worker's web views (/health, /hosts/{id}/stats).
 
-`detect_threats` sends one summary per host per batch to an internal topic keyed by host id, so
-the table is partitioned like the events and survives restarts through its changelog.
+The detection service counts events and alerts per host; a timer sends the counts once a second to
+an internal topic keyed by host id, so the table is partitioned by host and survives restarts
+through its changelog.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Health(View):
                 "app": rt.settings.streams_app_id,
                 "packs": {name: p.version for name, p in rt.ruleset.packs.items()},
                 "rules": len(rt.ruleset.rules),
+                "partitions": rt.partitions,
                 "rule_reloads": rt.ruleset.reloads,
                 "events": c.events,
                 "valid": c.valid,

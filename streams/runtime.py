@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
 from sentinel.logs import configure_logging, get_logger
 from sentinel.settings import Settings, get_settings
-from streams.detection.pipeline import Detector, Outcome, RawRecord
+from streams.detection.pipeline import Detector, Outcome, Record
 from streams.detection.ruleset import RuleSet
 from streams.enrichment import BatchEnrichment, Enricher
 
@@ -46,6 +47,7 @@ class Runtime:
             self.ruleset.engine.set_enrichment(kind, table)
         self.detector.enrichment_snapshot = self.enricher.snapshot
         self.warmed: set[tuple[str, int]] = set()
+        self.partitions: list[int] = []  # of the events topic, assigned to this worker
         self.counters = Counters()
         self.host_events: Counter[str] = Counter()  # not yet sent to the host-stats table
         self.host_alerts: Counter[str] = Counter()
@@ -56,11 +58,15 @@ class Runtime:
             rules_dir=str(settings.rules_dir),
         )
 
-    async def process(self, records: list[RawRecord]) -> Outcome:
+    async def process(self, records: Sequence[Record]) -> Outcome:
         """validate → enrich → detect for one batch (publishing is the caller's job)."""
+        return self.detector.detect(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[Record]) -> Outcome:
+        """validate → enrich: the valid events as the rules will see them, and the dead letters."""
         outcome = self.detector.validate(records)
         self.merge_enrichment(await self.enricher.enrich_batch(outcome.events))
-        return self.detector.detect(outcome)
+        return outcome
 
     def merge_enrichment(self, found: BatchEnrichment) -> None:
         """Load this batch's extra records (remote answers, range matches) into the engine."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import orjson
+from sentinel_rhai import BatchResult
 
 from sentinel.logs import get_logger
 from streams.detection.alerts import Suppressor, build_alert
@@ -16,8 +18,22 @@ from streams.validation import DeadLetter, validate_record
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class RawRecord:
+class Record(Protocol):
+    """What the detector needs of a Kafka record (aiokafka's `ConsumerRecord` has it)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+class RawRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     topic: str
@@ -28,6 +44,7 @@ class RawRecord:
 @dataclass
 class Outcome:
     events: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # each valid event's original bytes
     dead: list[DeadLetter] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     rule_failures: int = 0
@@ -45,8 +62,9 @@ class Detector:
         self.enrichment_snapshot = ""
         self.failures_by_rule: collections.Counter[str] = collections.Counter()
 
-    def validate(self, records: list[RawRecord]) -> Outcome:
+    def validate(self, records: Sequence[Record]) -> Outcome:
         outcome = Outcome()
+        events, raw, dead = outcome.events, outcome.raw, outcome.dead
         for r in records:
             checked = validate_record(
                 r.key,
@@ -57,17 +75,26 @@ class Detector:
                 max_bytes=self.max_event_bytes,
             )
             if isinstance(checked, DeadLetter):
-                outcome.dead.append(checked)
+                dead.append(checked)
             else:
-                outcome.events.append(checked)
+                events.append(checked)
+                raw.append(r.value)  # type: ignore[arg-type]  # a valid event has a value
         return outcome
 
     def detect(self, outcome: Outcome, *, publish: bool = True) -> Outcome:
         """Run the rules over `outcome.events`; fill `outcome.alerts` (nothing when not publishing)."""
-        events = outcome.events
-        if not events:
+        if not outcome.events:
             return outcome
-        result = self.ruleset.engine.evaluate_jsonl(b"\n".join(orjson.dumps(e) for e in events))
+        result = self.ruleset.engine.evaluate_jsonl(engine_payload(outcome.events, outcome.raw))
+        return self.collect(outcome, result, publish=publish)
+
+    def collect(self, outcome: Outcome, result: BatchResult, *, publish: bool = True) -> Outcome:
+        """Turn the engine's `result` for `outcome.events` into alerts (suppressed) and counts.
+
+        Split from `detect` so that the engine call can run on another thread (it releases the
+        GIL) while the next batch is validated; batches must be collected in evaluation order.
+        """
+        events = outcome.events
         for failure in result.failures:
             outcome.rule_failures += 1
             self.failures_by_rule[failure.rule_id] += 1
@@ -101,3 +128,30 @@ class Detector:
         if publish:
             outcome.alerts = drained
         return outcome
+
+
+def engine_payload(events: list[dict[str, Any]], raw: list[bytes]) -> bytes:
+    """The JSON Lines the engine evaluates: each event as the rules should see it.
+
+    Re-encoding every event costs more than the rules do, so an event's original bytes are used
+    as they are, and the `enrichment` object the enrich stage added is spliced in before the
+    closing brace (encoded once per distinct annotation: a batch has few hosts and addresses).
+    An event that arrived with its own `enrichment`, or whose bytes span lines, is re-encoded.
+    """
+    if len(raw) != len(events):  # events built in-process (tests, warm-up of dicts)
+        return b"\n".join(orjson.dumps(e) for e in events)
+    encoded: dict[int, bytes] = {}
+    lines = []
+    for event, original in zip(events, raw, strict=True):
+        annotation = event.get("enrichment")
+        if b"\n" in original or (annotation is not None and b'"enrichment"' in original):
+            lines.append(orjson.dumps(event))
+        elif annotation is None:
+            lines.append(original)
+        else:
+            fragment = encoded.get(id(annotation))
+            if fragment is None:
+                fragment = encoded[id(annotation)] = b',"enrichment":' + orjson.dumps(annotation)
+            body = original.rstrip()
+            lines.append(body[:-1] + fragment + b"}")
+    return b"\n".join(lines)

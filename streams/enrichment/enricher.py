@@ -97,17 +97,22 @@ _ENRICHED_FIELDS = (
 )
 
 
-def _wanted(event: dict[str, Any]) -> list[tuple[str, str, str]]:
+_FIELDS_BY_KIND = {
+    kind: tuple(f[1:] for f in _ENRICHED_FIELDS if f[0] in (None, kind))
+    for kind in {f[0] for f in _ENRICHED_FIELDS} | {"proc", "dns"}
+}
+_FIELDS_OF_ANY_KIND = _FIELDS_BY_KIND[None]
+
+
+def _wanted(event: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
     """(name under `enrichment`, table kind, key) for every enrichable field of `event`."""
     out = []
-    for event_kind, obj, name, table, label in _ENRICHED_FIELDS:
-        if event_kind is not None and event.get("kind") != event_kind:
-            continue
+    for obj, name, table, label in _FIELDS_BY_KIND.get(event.get("kind"), _FIELDS_OF_ANY_KIND):
         body = event.get(obj)
         key = body.get(name) if isinstance(body, dict) else None
         if isinstance(key, str) and key:
             out.append((label, table, key))
-    return out
+    return tuple(out)
 
 
 def _remote_key(kind: str, key: str) -> str | None:
@@ -120,11 +125,6 @@ def _remote_key(kind: str, key: str) -> str | None:
     if kind == "file_hash":
         return key.lower() if _SHA256.fullmatch(key) else None
     return key
-
-
-def _copy(record: Record) -> Record:
-    # Each event gets its own record, so a later stage that edits one cannot corrupt the feed.
-    return {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
 
 
 class Enricher:
@@ -245,18 +245,23 @@ class Enricher:
                 extra.setdefault(kind, {})[key] = record
 
         enriched = 0
+        # Events with the same fields found share one annotation (a batch has few hosts and
+        # addresses): built and encoded once. Annotations are read-only, like the feeds.
+        shared: dict[tuple[tuple[str, str, str], ...], dict[str, Record]] = {}
         for event, fields_ in zip(events, wanted, strict=True):
-            annotation = {
-                label: _copy(found[(kind, key)])
-                for label, kind, key in fields_
-                if (kind, key) in found
-            }
+            annotation = shared.get(fields_)
+            if annotation is None:
+                annotation = shared[fields_] = {
+                    label: found[(kind, key)]
+                    for label, kind, key in fields_
+                    if (kind, key) in found
+                }
             if not annotation:
                 continue
             enriched += 1
             existing = event.get("enrichment")
             if isinstance(existing, dict):
-                existing.update(annotation)
+                existing.update(annotation)  # the event's own object, not the shared one
             else:
                 event["enrichment"] = annotation
         return BatchEnrichment(

@@ -37,7 +37,9 @@ class StreamEnv:
 
     def committed(self) -> int:
         """Events the worker group has committed on the events topic."""
-        return sum(offsets.committed(self.settings, self.settings.streams_app_id, EVENTS).values())
+        return sum(
+            offsets.committed(self.settings, self.settings.streams_detection_group, EVENTS).values()
+        )
 
     def wait_committed(self, total: int, timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s

@@ -181,3 +181,30 @@ def test_hot_reload_applies_newer_packs_and_rejects_broken_or_older_ones() -> No
     assert "older" in ruleset.offer(orjson.dumps(older)).reason
     assert "rejected" in ruleset.offer(b"{not json").reason
     assert "rejected" in ruleset.offer(orjson.dumps({"schema": "sentinel.rule-pack/1"})).reason
+
+
+def test_the_engine_sees_each_event_with_its_enrichment_whatever_its_original_bytes() -> None:
+    import asyncio
+
+    from streams.detection.pipeline import engine_payload
+    from streams.enrichment import Enricher
+
+    events = list(generate("mixed", 400, seed=9))
+    values = [orjson.dumps(e) for e in events]
+    values[3] = json.dumps(events[3], indent=2).encode()  # spans lines: re-encoded
+    values[4] = orjson.dumps(events[4]) + b" \r\n "  # trailing whitespace
+    own = dict(events[5], enrichment={"geo": {"country": "NL"}})
+    values[5] = orjson.dumps(own)  # arrives with an enrichment object of its own
+    detector = Detector(RuleSet(), max_event_bytes=65536)
+    outcome = detector.validate(_records(values))
+    assert len(outcome.events) == 400
+    asyncio.run(Enricher.from_defaults().enrich_batch(outcome.events))
+    assert sum("enrichment" in e for e in outcome.events) == 400, "every event has a host"
+
+    lines = engine_payload(outcome.events, outcome.raw).split(b"\n")
+
+    assert len(lines) == 400
+    assert [orjson.loads(line) for line in lines] == outcome.events
+    assert set(orjson.loads(lines[5])["enrichment"]) == {"geo", "host"}
+    spliced = orjson.loads(lines[0])
+    assert spliced["enrichment"]["host"] and spliced["id"] == events[0]["id"]

@@ -191,12 +191,15 @@ def test_an_existing_enrichment_object_is_extended_not_replaced() -> None:
     assert set(net["enrichment"]) == {"geo", "host", "dst_ip"}
 
 
-def test_events_get_their_own_copies_of_records() -> None:
+def test_events_with_the_same_keys_share_one_annotation_and_the_feed_is_untouched() -> None:
     enricher = Enricher.from_defaults()
     first, second = event("net", dst_ip="203.0.113.7"), event("net", dst_ip="203.0.113.7")
-    enrich(enricher, [first, second])
-    first["enrichment"]["dst_ip"]["tags"].append("edited")
-    assert second["enrichment"]["dst_ip"]["tags"] == ["dropper", "payload-host"]
+    other = event("net", dst_ip="203.0.113.45")
+    enrich(enricher, [first, second, other])
+    assert first["enrichment"] is second["enrichment"], "built (and encoded) once per batch"
+    assert other["enrichment"] is not first["enrichment"]
+    assert first["enrichment"]["dst_ip"]["tags"] == ["dropper", "payload-host"]
+    assert other["enrichment"]["dst_ip"]["indicator"] != first["enrichment"]["dst_ip"]["indicator"]
     assert enricher.engine_tables()["ip"]["203.0.113.7"]["tags"] == ["dropper", "payload-host"]
 
 
