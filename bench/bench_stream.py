@@ -15,8 +15,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -81,34 +83,63 @@ def sustained(settings: Settings, count: int, log: Path) -> float:
 def latency(settings: Settings, rate: int, seconds: int, log: Path) -> tuple[float, float, int]:
     """p50/p99 ms from event produce to alert produce at a fixed offered load.
 
-    The scenario's event time runs at the offered rate from now, so an event's `ts` is its
-    produce time; a new alert's Kafka timestamp is when the worker produced it.
+    For this phase the events topic stamps records with the broker's append time
+    (`message.timestamp.type=LogAppendTime`), so an event's Kafka timestamp is when it was
+    produced, whatever the pacing of the replay; a new alert's Kafka timestamp is when the worker
+    produced it. The latency is their difference, for the event that raised each new alert.
     """
+    _stamp_events_on_append(settings)
     app_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
     start_alerts = kafka_offsets.end_offsets(settings, ALERTS)
+    start_events = kafka_offsets.end_offsets(settings, EVENTS)
     proc = _worker(settings, app_id, log, reset="latest")  # only the paced events count
     try:
         time.sleep(20)  # join the group and start fetching at the end
-        events = generate(
-            "mixed", rate * seconds, seed=43, start=datetime.now(UTC), events_per_second=float(rate)
-        )
-        replay_to_kafka(events, settings, EVENTS, rate=rate)
+
+        def paced() -> Iterator[dict[str, Any]]:
+            # Lazy, so that event time starts when the replay sends its first event (after its
+            # producer has connected), not when the generator is created.
+            yield from generate(
+                "mixed", rate * seconds, seed=43, start=datetime.now(UTC), events_per_second=rate
+            )
+
+        replay_to_kafka(paced(), settings, EVENTS, rate=rate)
         kafka_offsets.wait_caught_up(settings, _group(settings, app_id), EVENTS, 600)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+    appended = {
+        orjson.loads(r.value)["id"]: r.timestamp
+        for r in kafka_offsets.read_from(settings, EVENTS, start_events)
+    }
     samples = []
     for record in kafka_offsets.read_from(settings, ALERTS, start_alerts):
         alert = orjson.loads(record.value)
-        if alert.get("count", 1) != 1:
-            continue
-        produced = datetime.fromisoformat(alert["ts"]).timestamp() * 1000
-        if produced > time.time() * 1000 - (seconds + 120) * 1000:
+        produced = appended.get(alert["event_ids"][0])
+        if alert.get("count", 1) == 1 and produced is not None:
             samples.append(record.timestamp - produced)
     if len(samples) < 2:
         return float("nan"), float("nan"), len(samples)
     q = statistics.quantiles(samples, n=100)
     return q[49], q[98], len(samples)
+
+
+def _stamp_events_on_append(settings: Settings) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = admin_client(settings)
+    try:
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    EVENTS,
+                    configs={"message.timestamp.type": "LogAppendTime"},
+                )
+            ]
+        )
+    finally:
+        admin.close()
 
 
 async def _passthrough(settings: Settings, count: int) -> float:

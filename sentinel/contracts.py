@@ -75,6 +75,11 @@ def _dotted(parts: list[str | int]) -> str:
     return ".".join(str(p) for p in parts)
 
 
+def validator(kind: str) -> Any:
+    """The compiled validator of contract `kind` (`.is_valid(obj)` is the fast check)."""
+    return _validator(kind)
+
+
 def errors(kind: str, obj: Any) -> list[tuple[str, str]]:
     """Every (field path, reason) on which `obj` breaks contract `kind`; empty when valid."""
     validator = _validator(kind)

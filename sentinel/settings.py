@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     streams_web_port: int = Field(6066, description="worker web port (/health, /hosts/{id}/stats)")
     streams_batch_size: int = Field(1000, ge=1, description="events per detection batch")
     streams_batch_within_s: float = Field(0.1, gt=0, description="max wait to fill a batch")
+    streams_commit_interval_s: float = Field(
+        0.5,
+        ge=0,
+        description="offsets of published batches are committed this often (and when idle)",
+    )
     streams_max_event_bytes: int = Field(
         256 * 1024, ge=1024, description="larger events go to the DLQ"
     )
@@ -62,7 +67,6 @@ class Settings(BaseSettings):
     streams_warmup_timeout_s: float = Field(
         60.0, gt=0, description="longest a partition's window warm-up may take before it is skipped"
     )
-    streams_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     streams_auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new consumer group starts on the events topic"
     )

@@ -29,7 +29,7 @@ def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.topic_partitions = settings.kafka_partitions
     conf.topic_replication_factor = 1
     conf.topic_allow_declare = True
-    conf.processing_guarantee = settings.streams_processing_guarantee
+    conf.processing_guarantee = "at_least_once"  # see docs/RELIABILITY.md
     settings.streams_dir.mkdir(parents=True, exist_ok=True)
     conf.datadir = str(settings.streams_dir / "{conf.id}")
     conf.tabledir = "tables"

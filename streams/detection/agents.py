@@ -87,6 +87,8 @@ class DetectionService(Service):
     def __post_init__(self) -> None:
         self.lock = asyncio.Lock()  # held while a batch is submitted or completed
         self.inflight: Batch | None = None
+        self.uncommitted: dict[TopicPartition, int] = {}  # next offsets of completed batches
+        self.last_commit = 0.0
         self.consumer: AIOKafkaConsumer | None = None
         self.engine_thread = ThreadPoolExecutor(1, thread_name_prefix="rules-engine")
 
@@ -128,8 +130,11 @@ class DetectionService(Service):
     async def _batches(self, rt: Runtime, consumer: AIOKafkaConsumer) -> None:
         timeout_ms = int(rt.settings.streams_batch_within_s * 1000)
         while not self.should_stop:
+            # With a batch in flight, take only what is already fetched: when nothing is, the
+            # batch in flight is completed now rather than after the wait.
             fetched = await consumer.getmany(
-                timeout_ms=timeout_ms, max_records=rt.settings.streams_batch_size
+                timeout_ms=0 if self.inflight is not None else timeout_ms,
+                max_records=rt.settings.streams_batch_size,
             )
             async with self.lock:
                 # Records of partitions revoked since the fetch are their new owner's to process.
@@ -139,13 +144,15 @@ class DetectionService(Service):
                 if self.inflight is not None:
                     await self.complete(rt, self.inflight)
                 self.inflight = batch
+                await self.commit(force=batch is None)
 
     async def drain(self) -> None:
-        """Finish the batch in flight, if any (revocation, shutdown)."""
+        """Finish the batch in flight, if any, and commit (revocation, shutdown)."""
         async with self.lock:
             if self.inflight is not None:
                 batch, self.inflight = self.inflight, None
                 await self.complete(runtime(), batch)
+            await self.commit(force=True)
 
     async def submit(
         self, rt: Runtime, fetched: dict[TopicPartition, list[ConsumerRecord]]
@@ -164,7 +171,8 @@ class DetectionService(Service):
         return Batch(fetched, outcome, result, started, len(records))
 
     async def complete(self, rt: Runtime, batch: Batch) -> None:
-        """Alerts from the engine's result; publish; wait for the acks; commit the offsets."""
+        """Alerts from the engine's result; publish; wait for the acks; then the batch's offsets
+        may be committed."""
         outcome = batch.outcome
         if batch.result is not None:
             rt.detector.collect(outcome, await batch.result)
@@ -191,15 +199,24 @@ class DetectionService(Service):
         counters.dead_letters += len(outcome.dead)
         counters.alerts_published += len(outcome.alerts)
         counters.rule_failures += outcome.rule_failures
+        for tp, records in batch.fetched.items():
+            self.uncommitted[tp] = records[-1].offset + 1
+
+    async def commit(self, *, force: bool = False) -> None:
+        """Commit what completed batches covered: every `STREAMS_COMMIT_INTERVAL_S`, or now
+        (`force`: the stream went idle, partitions are revoked, the worker stops)."""
         consumer = self.consumer
-        if consumer is None:
+        now = time.monotonic()
+        due = force or now - self.last_commit >= runtime().settings.streams_commit_interval_s
+        if consumer is None or not self.uncommitted or not due:
             return
         assigned = consumer.assignment()
         offsets = {
-            tp: OffsetAndMetadata(records[-1].offset + 1, "")
-            for tp, records in batch.fetched.items()
+            tp: OffsetAndMetadata(offset, "")
+            for tp, offset in self.uncommitted.items()
             if tp in assigned
         }
+        self.uncommitted, self.last_commit = {}, now
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:

@@ -350,11 +350,26 @@ class IpReputation(LocalFeed):
             )
         return FeedData(entries=entries, exact=exact, snapshot=snapshot, networks=networks)
 
+    _MEMO_MAX = 100_000
+    # Addresses not in the table recur batch after batch; parsing and range matching them again
+    # each time cost more than the rest of the stage. Remembered for the feed content at hand.
+    _memo: tuple[FeedData, dict[str, Record | None]] | None = None
+
     def _find(self, key: str) -> Record | None:
         data = self._data
         record = data.exact.get(key)
         if record is not None:
             return record
+        memo = self._memo
+        if memo is None or memo[0] is not data or len(memo[1]) > self._MEMO_MAX:
+            memo = self._memo = (data, {})
+        known = memo[1]
+        if key not in known:
+            known[key] = self._match(data, key)
+        return known[key]
+
+    @staticmethod
+    def _match(data: FeedData, key: str) -> Record | None:
         try:
             ip = parse_address(key)
         except ValueError:

@@ -86,32 +86,30 @@ class BatchEnrichment:
     extra_tables: Tables = field(default_factory=dict)
 
 
-# Which event fields are enriched: (kind of event or None for all, object, field, table kind,
-# name under `event["enrichment"]`).
-_ENRICHED_FIELDS = (
-    (None, "host", "id", "host", "host"),
-    ("net", "net", "dst_ip", "ip", "dst_ip"),
-    ("net", "net", "src_ip", "ip", "src_ip"),
-    ("auth", "auth", "src_ip", "ip", "src_ip"),
-    ("file", "file", "sha256", "file_hash", "file"),
-)
-
-
-_FIELDS_BY_KIND = {
-    kind: tuple(f[1:] for f in _ENRICHED_FIELDS if f[0] in (None, kind))
-    for kind in {f[0] for f in _ENRICHED_FIELDS} | {"proc", "dns"}
+# Which event fields are enriched besides `host.id` (every event): by kind of event, the object
+# holding them and, for each, (field, table kind, name under `event["enrichment"]`).
+_KIND_FIELDS: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
+    "net": ("net", (("dst_ip", "ip", "dst_ip"), ("src_ip", "ip", "src_ip"))),
+    "auth": ("auth", (("src_ip", "ip", "src_ip"),)),
+    "file": ("file", (("sha256", "file_hash", "file"),)),
 }
-_FIELDS_OF_ANY_KIND = _FIELDS_BY_KIND[None]
 
 
 def _wanted(event: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
     """(name under `enrichment`, table kind, key) for every enrichable field of `event`."""
     out = []
-    for obj, name, table, label in _FIELDS_BY_KIND.get(event.get("kind"), _FIELDS_OF_ANY_KIND):
-        body = event.get(obj)
-        key = body.get(name) if isinstance(body, dict) else None
-        if isinstance(key, str) and key:
-            out.append((label, table, key))
+    host = event.get("host")
+    key = host.get("id") if isinstance(host, dict) else None
+    if isinstance(key, str) and key:
+        out.append(("host", "host", key))
+    spec = _KIND_FIELDS.get(str(event.get("kind")))
+    if spec is not None:
+        body = event.get(spec[0])
+        if isinstance(body, dict):
+            for name, table, label in spec[1]:
+                key = body.get(name)
+                if isinstance(key, str) and key:
+                    out.append((label, table, key))
     return tuple(out)
 
 
