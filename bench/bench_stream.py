@@ -1,7 +1,7 @@
 """The detection worker on a private broker: sustained throughput, latency at a fixed load, and
 a bare aiokafka consume→produce passthrough as the ceiling, all measured in one run.
 
-    python -m bench.bench_stream --count 1000000 --rate 5000 --latency-seconds 30
+    python -m bench.bench_stream --count 1000000 --rate 5000 --latency-seconds 60
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     )
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--rate", type=int, default=5_000)
-    parser.add_argument("--latency-seconds", type=int, default=30)
+    parser.add_argument("--latency-seconds", type=int, default=60)
     parser.add_argument("--no-write", action="store_true", help="do not update PERFORMANCE.md")
     args = parser.parse_args(argv)
     results = run(args.count, args.rate, args.latency_seconds)
