@@ -239,28 +239,35 @@ async def flush_host_activity() -> None:
 async def _warm_new_partitions(
     rt: Runtime, fetched: Mapping[TopicPartition, Sequence[ConsumerRecord]]
 ) -> None:
+    """Warm the windows of the partitions this batch is the first of, all at once."""
+    tasks: dict[asyncio.Future[int], TopicPartition] = {}
     for tp, batch in fetched.items():
         if (tp.topic, tp.partition) in rt.warmed or not batch:
             continue
         first = batch[0]
         rt.warmed.add((tp.topic, tp.partition))
-        # Bounded: a warm-up that cannot finish (broker trouble) must not stall the stream; the
-        # windows of that partition then start from what arrives next.
         task = asyncio.ensure_future(
             warm_up(rt.settings, rt.detector, tp.topic, tp.partition, first.offset, first.timestamp)
         )
-        done, _ = await asyncio.wait({task}, timeout=rt.settings.streams_warmup_timeout_s)
+        tasks[task] = tp
+    if not tasks:
+        return
+    log.info("warming windows", partitions=sorted(tp.partition for tp in tasks.values()))
+    # Bounded: a warm-up that cannot finish (broker trouble) must not stall the stream; the
+    # windows of that partition then start from what arrives next.
+    done, _ = await asyncio.wait(tasks, timeout=rt.settings.streams_warmup_timeout_s)
+    for task, tp in tasks.items():
         if task in done and task.exception() is None:
             rt.counters.warmed_events += task.result()
-        else:
-            if task not in done:
-                task.cancel()
-            log.warning(
-                "window warm-up abandoned",
-                topic=tp.topic,
-                partition=tp.partition,
-                error=repr(task.exception()) if task in done else "timed out",
-            )
+            continue
+        if task not in done:
+            task.cancel()
+        log.warning(
+            "window warm-up abandoned",
+            topic=tp.topic,
+            partition=tp.partition,
+            error=repr(task.exception()) if task in done else "timed out",
+        )
 
 
 def _tune_gc() -> None:
