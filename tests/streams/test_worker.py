@@ -7,6 +7,7 @@ import copy
 import signal
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -192,24 +193,14 @@ def test_sigkill_twice_mid_replay_publishes_the_same_alert_set(stream_env: Strea
 
     worker = stream_env.worker("crash").start()
     kills = 0
-    summary = None
-    import threading
-
-    def produce() -> None:
-        nonlocal summary
-        summary = replay_to_kafka(events, stream_env.settings, EVENTS, rate=8000)
-
-    producer = threading.Thread(target=produce)
-    producer.start()
-    for threshold in (25_000, 60_000):
-        while stream_env.committed() < threshold:
-            worker.check_alive()
-            time.sleep(0.2)
-        worker.kill(signal.SIGKILL)
-        kills += 1
-        worker = stream_env.worker("crash").start()
-    producer.join()
-    assert summary is not None and summary.errors == 0
+    with ThreadPoolExecutor(1) as pool:
+        replay = pool.submit(replay_to_kafka, events, stream_env.settings, EVENTS, rate=8000)
+        for threshold in (25_000, 60_000):
+            _wait_committed(stream_env, worker, threshold)
+            worker.kill(signal.SIGKILL)
+            kills += 1
+            worker = stream_env.worker("crash").start()
+        assert replay.result().errors == 0
     _wait_committed(stream_env, worker, len(events))
     health = worker.wait(lambda h: h["warmed_events"] > 0 or h["events"] > 0)
     assert kills == 2 and health["warmed_events"] > 0, "the restarted worker rebuilt its windows"
@@ -228,28 +219,17 @@ def test_a_second_worker_takes_over_partitions_and_nothing_is_lost(stream_env: S
     expected = _expected_alert_ids(events)
     first = stream_env.worker("first").start()
     first.wait(lambda h: len(h["partitions"]) == stream_env.settings.kafka_partitions)
-    summary = None
-    import threading
-
-    def produce() -> None:
-        nonlocal summary
-        summary = replay_to_kafka(events, stream_env.settings, EVENTS, rate=2000)
-
-    producer = threading.Thread(target=produce)
-    producer.start()
-    while stream_env.committed() < 10_000:
-        first.check_alive()
-        time.sleep(0.2)
-    second = stream_env.worker("second").start()
-    split = second.wait(lambda h: h["partitions"] and h["events"] > 0, timeout_s=120)
-    shared = first.health()["partitions"]
-    assert sorted(shared + split["partitions"]) == list(range(stream_env.settings.kafka_partitions))
-    while stream_env.committed() < 35_000:
-        second.check_alive()
-        time.sleep(0.2)
-    first.stop()  # leaves the group after publishing and committing its batch in flight
-    producer.join()
-    assert summary is not None and summary.errors == 0
+    with ThreadPoolExecutor(1) as pool:
+        replay = pool.submit(replay_to_kafka, events, stream_env.settings, EVENTS, rate=2000)
+        _wait_committed(stream_env, first, 10_000)
+        second = stream_env.worker("second").start()
+        split = second.wait(lambda h: h["partitions"] and h["events"] > 0, timeout_s=120)
+        shared = first.health()["partitions"]
+        partitions = list(range(stream_env.settings.kafka_partitions))
+        assert sorted(shared + split["partitions"]) == partitions
+        _wait_committed(stream_env, second, 35_000)
+        first.stop()  # leaves the group after publishing and committing its batch in flight
+        assert replay.result().errors == 0
     _wait_committed(stream_env, second, len(events))
     health = second.wait(lambda h: len(h["partitions"]) == stream_env.settings.kafka_partitions)
     assert health["warmed_events"] > 0, "taken-over partitions were warmed before processing"
