@@ -108,6 +108,48 @@ class Settings(BaseSettings):
     lake_max_row_drop: float = Field(
         0.5, ge=0, le=1, description="gate: largest allowed fall in a table's rows between runs"
     )
+    # --- features and models (feature_repo/, MLflow, streams/scoring)
+    feast_dir: Path | None = Field(
+        None, description="Feast registry, online store and Parquet exports (default: <state_dir>/feast)"
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking and registry store (default: sqlite:///<state_dir>/mlflow/mlflow.db)",
+    )
+    mlflow_artifacts: str | None = Field(
+        None, description="artifact root of new experiments (default: <state_dir>/mlflow/artifacts)"
+    )
+    models_name: str = Field("host-anomaly", description="registered model of the host-anomaly models")
+    models_feature_service: str = Field(
+        "host_anomaly_v1", description="Feast feature service a training run uses by default"
+    )
+    models_holdout_fraction: float = Field(
+        0.3, gt=0, lt=1, description="newest share of the time range held out for evaluation"
+    )
+    models_promotion_min_delta: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="a challenger is promoted when its PR-AUC >= the champion's + this",
+    )
+    models_min_pr_auc: float = Field(
+        0.0, ge=0, le=1, description="a first model (no champion yet) needs at least this PR-AUC"
+    )
+    models_drift_threshold: float = Field(
+        0.25, gt=0, description="population stability index above which a feature has drifted"
+    )
+    models_drift_window_h: float = Field(
+        1.0, gt=0, description="the latest window drift compares with the training window"
+    )
+    scoring_enabled: bool = Field(
+        True, description="workers score hosts with the champion (and the challenger in shadow)"
+    )
+    scoring_interval_s: float = Field(
+        1.0, gt=0, description="hosts with new events are scored this often, in one batch"
+    )
+    scoring_poll_s: float = Field(
+        30.0, gt=0, description="how often workers ask the registry where the aliases point"
+    )
     dagster_host: str = Field("127.0.0.1", description="where `sentinel dev` serves the Dagster UI")
     dagster_port: int = Field(3000, description="port of the Dagster UI of `sentinel dev`")
     dagster_executor: Literal["multiprocess", "in_process", "k8s"] = Field(
@@ -150,6 +192,22 @@ class Settings(BaseSettings):
     @property
     def lake_root(self) -> Path:
         return self.lake_dir or self.state_dir / "lake"
+
+    @property
+    def feast_root(self) -> Path:
+        return self.feast_dir or self.state_dir / "feast"
+
+    @property
+    def mlflow_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        if self.mlflow_artifacts:
+            return self.mlflow_artifacts
+        return (self.state_dir / "mlflow" / "artifacts").resolve().as_uri()
 
     @property
     def dagster_home(self) -> Path:

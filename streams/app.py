@@ -15,7 +15,7 @@ from streams import topics as topic_declarations
 
 app = faust.App(
     "sentinel-streams",
-    autodiscover=["streams.detection", "streams.hosts", "streams.reload"],
+    autodiscover=["streams.detection", "streams.hosts", "streams.reload", "streams.scoring"],
     origin="streams",
 )
 

@@ -69,6 +69,7 @@ class Health(View):
                     "degraded_keys": c.degraded_enrichment_keys,
                     "adapters": rt.enricher.metrics(),
                 },
+                "scoring": rt.scoring.as_dict(),
                 "uptime_s": round(time.time() - c.started, 1),
             }
         )

@@ -13,6 +13,8 @@ from sentinel.settings import Settings, get_settings
 from streams.detection.pipeline import Detector, Outcome, Record
 from streams.detection.ruleset import RuleSet
 from streams.enrichment import BatchEnrichment, Enricher
+from streams.scoring.scorer import ScoringStats
+from streams.scoring.windows import LiveWindows
 
 # Remote answers merged into the engine's tables; past this many the tables start afresh.
 MAX_EXTRA_ENTRIES = 50_000
@@ -51,6 +53,8 @@ class Runtime:
         self.counters = Counters()
         self.host_events: Counter[str] = Counter()  # not yet sent to the host-stats table
         self.host_alerts: Counter[str] = Counter()
+        self.live_windows = LiveWindows()  # counted only when scoring is enabled
+        self.scoring = ScoringStats()
         log.info(
             "rules loaded",
             packs={p.name: p.version for p in packs},

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import dagster as dg
 import pytest
 
 from sentinel.kafka import EmbeddedBroker, TopicSpec, create_topics, ensure_contract_topics
@@ -43,3 +45,14 @@ def new_topic(kafka: Settings) -> Callable[..., str]:
         return name
 
     return create
+
+
+@pytest.fixture(scope="session")
+def ml_state(tmp_path_factory: pytest.TempPathFactory, kafka: Settings) -> Iterator[Any]:
+    """A trained lake: lake_hourly and models_daily run once (see tests/mlstate.py)."""
+    from tests.mlstate import build_ml_state
+
+    tmp = tmp_path_factory.mktemp("ml")
+    (tmp / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp / "dagster")) as instance:
+        yield build_ml_state(tmp, kafka, instance)

@@ -1,4 +1,4 @@
-"""Dagster resources for Kafka, the lake and dbt, built from the one settings object."""
+"""Dagster resources for Kafka, the lake, dbt and the models, built from the one settings object."""
 
 from __future__ import annotations
 
@@ -121,6 +121,35 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                     os.environ[key] = value
 
 
+class ModelsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Feast's state folder, the MLflow store, and the training, promotion and drift knobs."""
+
+    feast_dir: str
+    tracking_uri: str
+    artifact_root: str
+    model_name: str = "host-anomaly"
+    feature_service: str = "host_anomaly_v1"
+    holdout_fraction: float = 0.3
+    promotion_min_delta: float = 0.0
+    min_pr_auc: float = 0.0
+    drift_threshold: float = 0.25
+    drift_window_h: float = 1.0
+
+    @property
+    def feast_root(self) -> Path:
+        return Path(self.feast_dir)
+
+    def store(self) -> Any:
+        from sentinel.ml.features import feature_store
+
+        return feature_store(self.feast_root)
+
+    def client(self) -> Any:
+        from sentinel.ml.registry import configure
+
+        return configure(self.tracking_uri)
+
+
 def build_resources(settings: Settings, topics: dict[str, str] | None = None) -> dict[str, Any]:
     """The resources of the code location, from the settings; `topics` renames bronze sources."""
     from orchestration.lib.dbt import dbt_resource
@@ -139,4 +168,16 @@ def build_resources(settings: Settings, topics: dict[str, str] | None = None) ->
             max_row_drop=settings.lake_max_row_drop,
         ),
         "dbt": dbt_resource(),
+        "models": ModelsResource(
+            feast_dir=str(settings.feast_root.resolve()),
+            tracking_uri=settings.mlflow_uri,
+            artifact_root=settings.mlflow_artifact_root,
+            model_name=settings.models_name,
+            feature_service=settings.models_feature_service,
+            holdout_fraction=settings.models_holdout_fraction,
+            promotion_min_delta=settings.models_promotion_min_delta,
+            min_pr_auc=settings.models_min_pr_auc,
+            drift_threshold=settings.models_drift_threshold,
+            drift_window_h=settings.models_drift_window_h,
+        ),
     }

@@ -28,7 +28,13 @@ SILVER = (
     "silver_alerts",
     "silver_dead_letters",
 )
-GOLD = ("host_activity_5m", "dns_domain_stats", "alert_rollup_daily")
+GOLD = (
+    "host_activity_5m",
+    "host_features_5m",
+    "host_labels_5m",
+    "dns_domain_stats",
+    "alert_rollup_daily",
+)
 
 
 def instance_for(settings: Settings) -> dg.DagsterInstance:

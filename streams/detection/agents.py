@@ -186,6 +186,8 @@ class DetectionService(Service):
             await TOPICS["alerts"].send(key=a["id"].encode(), value=orjson.dumps(a), force=True)
             for a in outcome.alerts
         ]
+        if rt.settings.scoring_enabled:
+            rt.live_windows.observe(outcome.events)
         host_events = rt.host_events
         for e in outcome.events:
             host_events[e["host"]["id"]] += 1

@@ -30,8 +30,8 @@ LAKE_STEP_K8S = {
 
 lake_hourly = dg.define_asset_job(
     "lake_hourly",
-    selection=dg.AssetSelection.groups("ingest", "lake", "quality"),
-    description="land new Kafka records, build silver and gold with dbt, gate them",
+    selection=dg.AssetSelection.groups("ingest", "lake", "quality", "features"),
+    description="land new Kafka records, build silver and gold with dbt, gate them, then Feast",
     tags={"dagster-k8s/config": LAKE_RUN_K8S, "sentinel/job": "lake_hourly"},
 )
 

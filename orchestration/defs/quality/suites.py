@@ -139,6 +139,43 @@ def host_activity_5m(frame: pd.DataFrame, ctx: GateContext) -> list[Any]:
     ]
 
 
+FEATURE_COUNTS = [
+    "events",
+    "process_spawns",
+    "distinct_parents",
+    "file_writes",
+    "bytes_out",
+    "auth_failures",
+    "dns_queries",
+    "dns_distinct_domains",
+    "dns_nxdomain",
+    "dns_txt_queries",
+    "alerts",
+    "high_alerts",
+]
+
+
+def host_features_5m(frame: pd.DataFrame, ctx: GateContext) -> list[Any]:
+    """What Feast serves to training and scoring: complete, non-negative, one row per window."""
+    gxe = _gxe()
+    floats = ["dns_entropy_avg", "dns_entropy_max"]
+    return [
+        *_schema(["host_id", "window_start", "event_timestamp", *FEATURE_COUNTS, *floats]),
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=c)
+            for c in ["host_id", "event_timestamp", *FEATURE_COUNTS, *floats]
+        ],
+        *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in FEATURE_COUNTS],
+        *[
+            gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=MAX_ENTROPY)
+            for c in floats
+        ],
+        gxe.ExpectColumnValuesToBeBetween(column="events", min_value=1),
+        _not_in_future(ctx, "window_start"),
+        *_row_count(ctx),
+    ]
+
+
 def dns_domain_stats(frame: pd.DataFrame, ctx: GateContext) -> list[Any]:
     gxe = _gxe()
     return [
@@ -191,6 +228,13 @@ GOLD_GATES = [
         ["host_id", "window_start"],
         host_activity_5m,
         "per-host windows consistent",
+    ),
+    Gate(
+        "gold.host_features_5m",
+        "host_features_5m",
+        ["host_id", "window_start"],
+        host_features_5m,
+        "feature rows complete and non-negative",
     ),
     Gate(
         "gold.dns_domain_stats",
