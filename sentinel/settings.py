@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     )
     # --- features and models (feature_repo/, MLflow, streams/scoring)
     feast_dir: Path | None = Field(
-        None, description="Feast registry, online store and Parquet exports (default: <state_dir>/feast)"
+        None,
+        description="Feast registry, online store and Parquet exports (default: <state_dir>/feast)",
     )
     mlflow_tracking_uri: str | None = Field(
         None,
@@ -119,7 +120,9 @@ class Settings(BaseSettings):
     mlflow_artifacts: str | None = Field(
         None, description="artifact root of new experiments (default: <state_dir>/mlflow/artifacts)"
     )
-    models_name: str = Field("host-anomaly", description="registered model of the host-anomaly models")
+    models_name: str = Field(
+        "host-anomaly", description="registered model of the host-anomaly models"
+    )
     models_feature_service: str = Field(
         "host_anomaly_v1", description="Feast feature service a training run uses by default"
     )

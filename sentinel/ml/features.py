@@ -158,7 +158,8 @@ def online(store: Any, service: str, hosts: Sequence[str]) -> Any:
     answer = store.get_online_features(
         features=fs, entity_rows=[{ENTITY: h} for h in hosts]
     ).to_dict()
-    return pd.DataFrame(answer)
+    names = [f.name for projection in fs.feature_view_projections for f in projection.features]
+    return pd.DataFrame(answer)[[ENTITY, *names]]
 
 
 def push_activity(store: Any, rows: Any) -> None:

@@ -133,7 +133,7 @@ class Scorer:
         decided: dict[str, bool] = {}
         if self.champion is not None:
             slot = self.champion
-            scores = self._scores(slot, hosts)
+            scores = self.scores_of(slot, hosts)
             result.scores = scores
             for host, score in scores.items():
                 decided[host] = score >= slot.ref.threshold
@@ -143,7 +143,7 @@ class Scorer:
                         result.alerts.append(alert)
         if self.shadow is not None:
             slot = self.shadow
-            result.shadow_scores = self._scores(slot, hosts)
+            result.shadow_scores = self.scores_of(slot, hosts)
             for host, score in result.shadow_scores.items():
                 would = score >= slot.ref.threshold
                 result.shadow_would_alert += would
@@ -158,7 +158,8 @@ class Scorer:
             )
         return result
 
-    def _scores(self, slot: Slot, hosts: list[str]) -> dict[str, float]:
+    def scores_of(self, slot: Slot, hosts: list[str]) -> dict[str, float]:
+        """`slot`'s scores of `hosts` from their online features (hosts without any: left out)."""
         from sentinel.ml import features, model
 
         frame = features.online(self.store, slot.ref.feature_service, hosts)

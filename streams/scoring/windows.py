@@ -69,7 +69,8 @@ class Window:
 class LiveWindows:
     """Counters of the recent windows of every host this worker sees."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = KEEP_WINDOWS) -> None:
+        self.keep = keep
         self.hosts: dict[str, dict[int, Window]] = {}
         self.dirty: dict[tuple[str, int], Window] = {}
 
@@ -84,10 +85,10 @@ class LiveWindows:
                 windows = hosts[host_id] = {}
             window = windows.get(start)
             if window is None:
-                if windows and start < min(windows) and len(windows) >= KEEP_WINDOWS:
-                    continue  # later than anything kept: the lake has it, the live view does not
+                if windows and start < min(windows) and len(windows) >= self.keep:
+                    continue  # older than every window kept: the lake counts it, not the live view
                 window = windows[start] = Window(host, start)
-                if len(windows) > KEEP_WINDOWS:
+                if len(windows) > self.keep:
                     del windows[min(windows)]
             _count(window, event)
             dirty[(host_id, start)] = window
