@@ -15,6 +15,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sentinel.logs import get_logger
@@ -82,8 +83,11 @@ class Scorer:
         """Follow the aliases: load a version when an alias moved. What changed, for the log."""
         from sentinel.ml import features, registry
 
+        uri = self.settings.mlflow_uri
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            return []  # nothing trained yet: no store to create here
         if self.client is None:
-            self.client = registry.configure(self.settings.mlflow_uri)
+            self.client = registry.configure(uri)
         name = self.settings.models_name
         champion = registry.by_alias(self.client, name, CHAMPION)
         challenger = registry.by_alias(self.client, name, CHALLENGER)
