@@ -11,6 +11,7 @@ BENCHES = [
     "bench.bench_rules",
     "bench.bench_stream",
     "bench.bench_lake",
+    "bench.bench_scoring",
 ]
 
 

@@ -39,6 +39,12 @@ lake_app = typer.Typer(
     help="The lake: Dagster jobs over bronze, silver and gold.", no_args_is_help=True
 )
 app.add_typer(lake_app, name="lake")
+models_app = typer.Typer(
+    help="The host-anomaly model: train (models_daily) and the registry's versions.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+DEMO_EVENTS_PER_SECOND = 10.0
 
 # Piped output (CI logs, tests) is not cut at 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -356,6 +362,10 @@ def replay(
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 0,
     hosts: Annotated[int, typer.Option(min=1, help="hosts in the simulated fleet")] = 20,
+    events_per_second: Annotated[
+        float,
+        typer.Option(min=0.01, help="the fleet's rate in event time (timestamps), not wall clock"),
+    ] = 200.0,
     start: Annotated[
         str | None, typer.Option(help="event time of the first event (ISO 8601) or 'now'")
     ] = None,
@@ -377,7 +387,9 @@ def replay(
     if scenario not in SCENARIOS:
         raise _fail(f"unknown scenario '{scenario}'; choose one of: {', '.join(SCENARIOS)}", 2)
     try:
-        records = _scenario_records(scenario, count, seed, hosts, _parse_start(start), malformed)
+        records = _scenario_records(
+            scenario, count, seed, hosts, _parse_start(start), malformed, events_per_second
+        )
     except UnknownScenarioError as exc:
         raise _fail(str(exc), 2) from None
     total = count + malformed
@@ -460,6 +472,48 @@ def lake_run(
         raise typer.Exit(1)
 
 
+@models_app.command("train")
+def models_train() -> None:
+    """Run models_daily now: train a challenger, gate its promotion, compute drift."""
+    from orchestration.lib.runs import run_job
+
+    settings = _settings()
+    log = _lake_log(settings, "models_daily")
+    out.print(
+        f"running models_daily (MLflow at {settings.mlflow_uri}); log: {log}", highlight=False
+    )
+    outcome = run_job(settings, "models_daily", log_file=log)
+    _print_models(settings, outcome)
+    if not outcome.success:
+        raise typer.Exit(1)
+
+
+@models_app.command("status")
+def models_status() -> None:
+    """The registered versions of the host-anomaly model, their aliases and promotion reasons."""
+    _print_models(_settings())
+
+
+def _print_models(settings: Settings, outcome: Any | None = None) -> None:
+    from orchestration.lib.runs import model_versions
+
+    table = Table("version", "aliases", "feature service", "PR-AUC", "threshold", "promotion")
+    table.title = f"registered model {settings.models_name} ({settings.mlflow_uri})"
+    for row in model_versions(settings):
+        table.add_row(*row)
+    out.print(table)
+    if outcome is None:
+        return
+    for check in outcome.checks:
+        mark = "[green]passed[/]" if check.passed else "[yellow]failed (warning)[/]"
+        out.print(f"check {check.name}: {mark} {check.description}", highlight=False)
+    out.print(
+        f"run {outcome.run_id} ({outcome.job}): "
+        f"{'succeeded' if outcome.success else 'FAILED at ' + ', '.join(outcome.failed_steps)}\n",
+        highlight=False,
+    )
+
+
 @lake_app.command("reset")
 def lake_reset(
     yes: Annotated[bool, typer.Option("--yes", help="really delete the lake")] = False,
@@ -498,12 +552,18 @@ def lake_status() -> None:
 
 
 def _scenario_records(
-    scenario: str, count: int, seed: int, hosts: int, start: datetime | None, malformed: int
+    scenario: str,
+    count: int,
+    seed: int,
+    hosts: int,
+    start: datetime | None,
+    malformed: int,
+    events_per_second: float = 200.0,
 ) -> Any:
     """The scenario's events, with `malformed` bad records spread evenly through them."""
     from agents.scenarios import generate, malformed_records
 
-    kwargs: dict[str, Any] = {"seed": seed, "hosts": hosts}
+    kwargs: dict[str, Any] = {"seed": seed, "hosts": hosts, "events_per_second": events_per_second}
     if start is not None:
         kwargs["start"] = start
     events = generate(scenario, count, **kwargs)
@@ -538,14 +598,16 @@ def demo(
     from sentinel.demo import DemoError, run
 
     def produce(n: int, s: int, bad: int) -> None:
-        # Event time ends about now (the fleet makes 200 events/s): fresh, and none in the future.
-        start = datetime.now(UTC) - timedelta(seconds=n / 200)
+        # Event time ends about now: fresh, and none in the future. At 10 events/s of event time
+        # the default 50,000 events span 83 minutes, 17 five-minute windows per host to train on.
+        start = datetime.now(UTC) - timedelta(seconds=n / DEMO_EVENTS_PER_SECOND)
         replay(
             scenario="mixed",
             count=n,
             rate=None,
             seed=s,
             hosts=20,
+            events_per_second=DEMO_EVENTS_PER_SECOND,
             start=start.isoformat(),
             malformed=bad,
             to=None,
@@ -563,6 +625,16 @@ def demo(
         _print_lake(settings, outcome)
         return bool(outcome.success)
 
+    def models() -> bool:
+        from orchestration.lib.runs import run_job
+
+        settings = _settings()
+        log = _lake_log(settings, "models_daily")
+        out.print(f"training, promotion and drift run now; log: {log}", highlight=False)
+        outcome = run_job(settings, "models_daily", log_file=log)
+        _print_models(settings, outcome)
+        return bool(outcome.success)
+
     try:
         run(
             _settings(),
@@ -573,6 +645,7 @@ def demo(
             keep_running=keep_running,
             replay=produce,
             lake=lake,
+            models=models,
         )
     except DemoError as exc:
         raise _fail(str(exc)) from None

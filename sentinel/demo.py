@@ -80,6 +80,7 @@ def run(
     keep_running: bool,
     replay: Any,
     lake: Any = None,
+    models: Any = None,
 ) -> None:
     from sentinel.kafka import (
         ALERTS,
@@ -163,6 +164,10 @@ def run(
             console.rule("7. the lake: lake_hourly (land bronze, dbt silver and gold, gates)")
             if not lake():
                 raise DemoError("lake_hourly failed; see the run in the Dagster UI (make dev)")
+        if models is not None:
+            console.rule("8. models: models_daily (train, register, promote, drift) in MLflow")
+            if not models():
+                raise DemoError("models_daily failed; see the run in the Dagster UI (make dev)")
     finally:
         if worker is not None and worker.poll() is None:
             worker.terminate()

@@ -168,3 +168,35 @@ def layer_counts(settings: Settings, topics: dict[str, str]) -> list[tuple[str, 
     finally:
         con.close()
     return rows
+
+
+def model_versions(settings: Settings) -> list[tuple[str, str, str, str, str, str]]:
+    """(version, aliases, feature service, PR-AUC, threshold, promotion) per registered version,
+    newest first; empty when nothing was trained yet."""
+    uri = settings.mlflow_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    from sentinel.ml.registry import configure
+
+    client = configure(uri)
+    versions = client.search_model_versions(f"name = '{settings.models_name}'")
+    aliases: dict[str, list[str]] = {}
+    if versions:
+        for alias, version in client.get_registered_model(settings.models_name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in sorted(versions, key=lambda v: -int(v.version)):
+        tags = v.tags or {}
+        pr_auc = tags.get("pr_auc")
+        threshold = tags.get("threshold")
+        rows.append(
+            (
+                str(v.version),
+                ", ".join(sorted(aliases.get(str(v.version), []))) or "-",
+                tags.get("feature_service", "-"),
+                f"{float(pr_auc):.3f}" if pr_auc else "-",
+                f"{float(threshold):.3f}" if threshold else "-",
+                tags.get("promotion", "-"),
+            )
+        )
+    return rows

@@ -186,7 +186,7 @@ def plot(
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 4))
-    bins = np.linspace(float(scores.min()), float(scores.max()) + 1e-9, 40)
+    bins = [float(b) for b in np.linspace(float(scores.min()), float(scores.max()) + 1e-9, 40)]
     ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="benign windows")
     ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="attack windows")
     ax.axvline(threshold, color="black", linestyle="--", label="threshold")

@@ -36,7 +36,8 @@ def labelled_windows(con: Any) -> pd.DataFrame:
 
 
 def _labels(frame: pd.DataFrame) -> np.ndarray:
-    return frame["is_attack"].astype(bool).to_numpy().astype(int)
+    labels: np.ndarray = frame["is_attack"].astype(bool).to_numpy().astype(int)
+    return labels
 
 
 @dataclass

@@ -5,6 +5,7 @@ failed gate keeps bad rows out of the online store and out of training.
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -24,7 +25,7 @@ def _iso(ts: datetime | None) -> str:
 )
 def feast_repository(
     context: dg.AssetExecutionContext, lake: LakeResource, models: ModelsResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[Any]:
     con = lake.connect(read_only=True)
     try:
         export = features.export_gold(models.feast_root, con)
@@ -54,7 +55,7 @@ def feast_repository(
 )
 def online_features(
     context: dg.AssetExecutionContext, models: ModelsResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[Any]:
     store = models.store()
     done = features.materialize(models.feast_root, store)
     now = datetime.now(UTC)
@@ -63,7 +64,7 @@ def online_features(
         f"materialized {done.rows:,} host rows over {len(done.views)} views "
         f"({_iso(done.start)} .. {_iso(done.end)})"
     )
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "feature_views": done.views,
         "rows_materialized": done.rows,
         "hosts": done.hosts,

@@ -7,6 +7,8 @@ moves the alias only when it is at least as good; a rejection is a failed (warni
 says why. Until then, workers score the challenger in shadow.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from orchestration.lib.resources import LakeResource, ModelsResource
@@ -43,7 +45,7 @@ def host_anomaly_model(
     config: TrainConfig,
     lake: LakeResource,
     models: ModelsResource,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[Any]:
     service = config.feature_service or models.feature_service
     params = TrainParams(
         n_estimators=config.n_estimators,
@@ -102,7 +104,7 @@ def promotion_check(lake: LakeResource, models: ModelsResource) -> dg.AssetCheck
         min_delta=models.promotion_min_delta,
         min_pr_auc=models.min_pr_auc,
     )
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "reason": decision.reason,
         "holdout_windows": decision.holdout_rows,
         "challenger": decision.challenger.label if decision.challenger else "-",
@@ -135,7 +137,7 @@ def promotion_check(lake: LakeResource, models: ModelsResource) -> dg.AssetCheck
 )
 def feature_drift(
     context: dg.AssetExecutionContext, lake: LakeResource, models: ModelsResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[Any]:
     found = training.drift(
         models.store(),
         models.client(),
