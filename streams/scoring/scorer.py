@@ -32,8 +32,9 @@ MAX_REMEMBERED = 100_000  # alert keys already emitted
 @dataclass
 class Slot:
     ref: ModelRef
-    model: Any
+    model: Any  # a CompiledForest of the registered pipeline
     features: list[str]
+    service: Any  # the FeatureService, looked up once
 
 
 @dataclass
@@ -115,8 +116,11 @@ class Scorer:
             return None, slot is not None
         if slot is not None and slot.ref.version == ref.version:
             return slot, False
+        from sentinel.ml.model import CompiledForest
+
         names = features.feature_names(self.store, ref.feature_service)
-        return Slot(ref, registry.load(ref), names), True
+        service = self.store.get_feature_service(ref.feature_service)
+        return Slot(ref, CompiledForest(registry.load(ref)), names, service), True
 
     def score(self, windows: list[Window]) -> Round:
         import pandas as pd
@@ -166,7 +170,7 @@ class Scorer:
         """`slot`'s scores of `hosts` from their online features (hosts without any: left out)."""
         from sentinel.ml import features, model
 
-        frame = features.online(self.store, slot.ref.feature_service, hosts)
+        frame = features.online(self.store, slot.service, hosts)
         known = frame[slot.features].notna().all(axis=1)
         frame = frame[known]
         if frame.empty:

@@ -175,7 +175,18 @@ def test_a_hosts_score_in_the_stream_equals_its_score_in_batch(ml_state: MlState
     frame = features.historical(_store(ml_state), champion.feature_service, newest)
     batch = model.anomaly_scores(registry.load(champion), frame, ALL_FEATURES)
     for host, score in zip(frame["host_id"], batch, strict=True):
-        assert streamed[host] == pytest.approx(score, abs=1e-12)
+        assert streamed[host] == score
+    # the worker's compiled forest scores exactly as scikit-learn does, on every training row
+    training_set = pd.read_parquet(
+        __import__("mlflow").artifacts.download_artifacts(
+            run_id=champion.run_id, artifact_path="data/training_set.parquet"
+        )
+    )
+    pipeline = registry.load(champion)
+    np.testing.assert_array_equal(
+        model.CompiledForest(pipeline).score_samples(model.matrix(training_set, ALL_FEATURES)),
+        pipeline.score_samples(model.matrix(training_set, ALL_FEATURES)),
+    )
     # a champion's alert for a host above the threshold is a valid contract alert
     window = LiveWindows()
     window.observe(
