@@ -47,7 +47,7 @@ class Trained:
     holdout: Evaluation
     features: list[str]
     snapshot: str
-    plots: list[Path] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)  # artifact paths in the run
 
 
 def train_and_register(
@@ -92,7 +92,7 @@ def train_and_register(
         tempfile.TemporaryDirectory() as tmp,
         mlflow.start_run(
             experiment_id=experiment, run_name=f"{feature_service}-{datetime.now():%Y%m%d-%H%M%S}"
-        ) as run,
+        ),
     ):
         mlflow.log_params(
             {
@@ -120,9 +120,10 @@ def train_and_register(
             }
         )
         out = Path(tmp)
-        plots = model.plot(
+        drawn = model.plot(
             out / "plots", _labels(split.holdout), holdout_scores, threshold, "held-out windows"
         )
+        plots = [f"plots/{p.name}" for p in drawn]
         mlflow.log_artifacts(str(out / "plots"), "plots")
         frame.to_parquet(out / "training_set.parquet", index=False)
         mlflow.log_artifact(str(out / "training_set.parquet"), "data")
@@ -148,7 +149,6 @@ def train_and_register(
         client.set_model_version_tag(model_name, version, key, value)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     ref = registry.by_version(client, model_name, version)
-    assert ref.run_id == run.info.run_id
     return Trained(ref, train_eval, holdout_eval, names, snapshot, plots)
 
 

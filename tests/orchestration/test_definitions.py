@@ -24,16 +24,21 @@ GROUPS = {
         "silver_auth_events",
         "silver_alerts",
         "host_activity_5m",
+        "host_features_5m",
+        "host_labels_5m",
         "dns_domain_stats",
         "alert_rollup_daily",
     },
     "quality": {"silver_dead_letters"},
+    "features": {"feast_repository", "online_features"},
+    "models": {"host_anomaly_model", "feature_drift"},
 }
 GATES = {
     "silver_events",
     "silver_dns_events",
     "silver_alerts",
     "host_activity_5m",
+    "host_features_5m",
     "dns_domain_stats",
     "alert_rollup_daily",
 }
@@ -85,6 +90,23 @@ def test_the_asset_graph_has_the_assets_groups_and_gates_of_the_lake() -> None:
     assert dg.AssetKey("bronze_events") in graph.get(dg.AssetKey("silver_events")).parent_keys
     parents = graph.get(dg.AssetKey("host_activity_5m")).parent_keys
     assert dg.AssetKey("silver_dns_events") in parents
+    # Feast reads the gated feature table; training reads Feast and the labels; drift the model.
+    assert graph.get(dg.AssetKey("feast_repository")).parent_keys == {
+        dg.AssetKey("host_features_5m")
+    }
+    assert graph.get(dg.AssetKey("host_anomaly_model")).parent_keys == {
+        dg.AssetKey("feast_repository"),
+        dg.AssetKey("host_labels_5m"),
+    }
+    assert dg.AssetKey("host_anomaly_model") in graph.get(dg.AssetKey("feature_drift")).parent_keys
+    promotion = graph.get_check_spec(
+        dg.AssetCheckKey(dg.AssetKey("host_anomaly_model"), "host_anomaly_promotion")
+    )
+    assert promotion.blocking  # drift waits for the decision (a rejection is only a warning)
+    drift = graph.get_check_spec(
+        dg.AssetCheckKey(dg.AssetKey("feature_drift"), "feature_drift_check")
+    )
+    assert not drift.blocking
 
 
 def test_jobs_schedules_and_sensors_are_wired_to_the_settings() -> None:
@@ -105,6 +127,11 @@ def test_jobs_schedules_and_sensors_are_wired_to_the_settings() -> None:
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert off.resolve_sensor_def("bronze_lag_sensor").default_status == (
         dg.DefaultSensorStatus.STOPPED
+    )
+    models = on.resolve_schedule_def("models_daily_schedule")
+    assert (models.cron_schedule, models.job_name) == ("30 2 * * *", "models_daily")
+    assert off.resolve_schedule_def("models_daily_schedule").default_status == (
+        dg.DefaultScheduleStatus.STOPPED
     )
     assert hourly.executor_def.name == "multiprocess"
     assert off.resolve_job_def("lake_hourly").executor_def.name == "in_process"
