@@ -6,6 +6,7 @@ in the same order offline (point-in-time joins over the Parquet export) and onli
 
 from __future__ import annotations
 
+import copy
 import os
 import string
 from collections.abc import Sequence
@@ -50,9 +51,11 @@ def feature_store(root: Path) -> Any:
 
 
 def repo_objects() -> list[Any]:
+    """Copies of the definitions: Feast records materializations on the objects it is given, and
+    the module's objects are shared by every store in the process (tests, in-process runs)."""
     from feature_repo.definitions import OBJECTS
 
-    return list(OBJECTS)
+    return copy.deepcopy(list(OBJECTS))
 
 
 def apply(store: Any) -> list[str]:

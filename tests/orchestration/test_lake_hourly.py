@@ -64,6 +64,8 @@ def test_lake_hourly_builds_gold_equal_to_the_hand_computed_rows(lake: Lake) -> 
 
     assert result.success
     assert {"bronze_events", "silver_events", *GOLD} <= _materialized(result)
+    # after the gates, Feast: the export and the online store (docs/models.md)
+    assert {"feast_repository", "online_features"} <= _materialized(result)
     checks = _checks(result)
     gates = {n for n in checks if n.endswith("_quality_check")}
     assert gates == {
@@ -71,6 +73,7 @@ def test_lake_hourly_builds_gold_equal_to_the_hand_computed_rows(lake: Lake) -> 
         "silver_dns_events_quality_check",
         "silver_alerts_quality_check",
         "host_activity_5m_quality_check",
+        "host_features_5m_quality_check",
         "dns_domain_stats_quality_check",
         "alert_rollup_daily_quality_check",
     }

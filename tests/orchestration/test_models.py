@@ -292,3 +292,24 @@ def test_psi_is_zero_for_the_same_sample_and_grows_with_a_shift() -> None:
     assert model.psi(sample, sample) == pytest.approx(0.0, abs=1e-9)
     small, large = model.psi(sample, sample + 0.2), model.psi(sample, sample + 2.0)
     assert 0 < small < 0.25 < large
+
+
+def test_stores_in_one_process_keep_their_own_materialization_state(
+    ml_state: MlState, tmp_path: Any
+) -> None:
+    """Feast records materializations on the definition objects it is given: two stores in one
+    process (two runs, two tests) must not see each other's, or the second materializes nothing."""
+    import shutil
+
+    export = ml_state.settings.feast_root / features.EXPORT
+    for name in ("a", "b"):
+        root = tmp_path / name
+        (root / "data").mkdir(parents=True)
+        shutil.copy(export, root / features.EXPORT)
+        store = features.feature_store(root)
+        features.apply(store)
+        first = features.materialize(root, store)
+        assert first.hosts == HOSTS, name
+        features.apply(store)  # the next run applies again: the intervals stay
+        again = features.materialize(root, store)
+        assert again.start >= first.end and again.hosts == 0, name

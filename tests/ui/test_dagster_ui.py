@@ -578,7 +578,7 @@ def test_chromium_renders_the_lake_asset_graph(dagster: Dagster, browser: Browse
     with browser.page() as page:
         dom = page.open(
             f"{dagster.url}/locations/{LOCATION}/asset-groups/lake",
-            shows=("host_activity_5m", "silver_events", "dns_domain_stats"),
+            shows=("host_activity_5m", "silver_events", "host_features_5m", "feast_repository"),
         )
         png = page.screenshot(browser.shots / "asset-graph.png")
     assert "Materialize all" in dom
