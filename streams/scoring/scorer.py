@@ -116,6 +116,9 @@ class Scorer:
             return None, slot is not None
         if slot is not None and slot.ref.version == ref.version:
             return slot, False
+        for loaded in (self.champion, self.shadow):  # a promoted shadow is already loaded
+            if loaded is not None and loaded.ref.version == ref.version:
+                return Slot(ref, loaded.model, loaded.features, loaded.service), True
         from sentinel.ml.model import CompiledForest
 
         names = features.feature_names(self.store, ref.feature_service)
