@@ -257,8 +257,10 @@ def drift(
     window_h: float,
 ) -> Drift:
     """Population stability index per feature of the production model (the champion, else the
-    challenger): its training windows against the latest `window_h` hours. Logged to MLflow."""
+    challenger): its training windows (from the training set logged with its run, so the
+    reference survives a rebuilt lake) against the latest `window_h` hours. Logged to MLflow."""
     import mlflow
+    import mlflow.artifacts
 
     ref = registry.by_alias(client, model_name, CHAMPION) or registry.by_alias(
         client, model_name, CHALLENGER
@@ -270,8 +272,19 @@ def drift(
     ts = windows["event_timestamp"]
     latest_start = ts.max() - pd.Timedelta(hours=window_h)
     names = features.feature_names(store, ref.feature_service)
-    trained = features.historical(store, ref.feature_service, windows[(ts >= start) & (ts <= end)])
+    logged = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=ref.run_id, artifact_path="data/training_set.parquet"
+        )
+    )
+    logged_ts = pd.to_datetime(logged["event_timestamp"], utc=True)
+    trained = logged[(logged_ts >= start) & (logged_ts <= end)]
     latest = features.historical(store, ref.feature_service, windows[ts > latest_start])
+    if trained.empty or latest.empty:
+        raise ValueError(
+            f"drift of {ref.label} needs training and latest windows; "
+            f"got {len(trained)} and {len(latest)}"
+        )
     scores = {name: model.psi(trained[name].to_numpy(), latest[name].to_numpy()) for name in names}
     experiment = registry.experiment(client, artifact_root, registry.DRIFT_EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment, run_name=f"drift-{ref.label}") as run:
