@@ -38,6 +38,10 @@ def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.web_bind = settings.streams_web_host
     conf.broker_commit_interval = 1.0
     conf.consumer_auto_offset_reset = settings.streams_auto_offset_reset
+    # The first worker on a fresh broker creates the host-activity topic while its consumer
+    # joins; an assignment made before the topic's metadata arrived leaves the host table
+    # without partitions until the next metadata refresh (5 min by default): look every 5 s.
+    conf.consumer_metadata_max_age_ms = 5_000
     conf.producer_acks = -1
     conf.producer_linger_ms = 5  # a batch's sends share produce requests
     conf.stream_wait_empty = False
