@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+import mlflow.artifacts
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -178,7 +179,7 @@ def test_a_hosts_score_in_the_stream_equals_its_score_in_batch(ml_state: MlState
         assert streamed[host] == score
     # the worker's compiled forest scores exactly as scikit-learn does, on every training row
     training_set = pd.read_parquet(
-        __import__("mlflow").artifacts.download_artifacts(
+        mlflow.artifacts.download_artifacts(
             run_id=champion.run_id, artifact_path="data/training_set.parquet"
         )
     )

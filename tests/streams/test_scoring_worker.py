@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 
@@ -43,7 +44,7 @@ def test_worker_scores_with_the_champion_shadows_the_challenger_and_follows_a_pr
     store = features.feature_store(settings.feast_root)
     champion = registry.by_alias(client, settings.models_name, CHAMPION)
     assert champion is not None
-    con = __import__("duckdb").connect(str(settings.lake_root / "lake.duckdb"), read_only=True)
+    con = duckdb.connect(str(settings.lake_root / "lake.duckdb"), read_only=True)
     try:
         windows = training.labelled_windows(con)
     finally:
