@@ -13,7 +13,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOT)/bin/uv)
 NATIVE_SOURCES := $(shell find native -path native/target -prune -o -path native/fuzz -prune -o -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' \) -print 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo dev test test-python test-native bench lint fmt fuzz kafka-up kafka-down clean
+.PHONY: help setup agent-deps lock demo dev test test-python test-native bench lint fmt fuzz kafka-up kafka-down clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ $(VENV)/.native: $(NATIVE_SOURCES) | $(VENV)/.synced
 
 setup: $(VENV)/.synced $(VENV)/.native ## create .venv with the pinned stack and the native engine
 
+agent-deps: ## BCC and kernel headers for the eBPF sensors (Debian, root; idempotent)
+	@bash agents/install-deps.sh
+
 lock: | $(UV) ## re-resolve constraints.txt from pyproject.toml
 	$(UV) pip compile --quiet --python-version $(PYTHON_VERSION) pyproject.toml --extra dev -o constraints.txt
 
@@ -50,7 +53,7 @@ demo: setup ## broker, topics, a worker, a mixed replay, then lake_hourly; print
 dev: setup ## broker, topics, a detection worker and the Dagster UI (http://127.0.0.1:3000), until Ctrl-C
 	$(SENTINEL) dev
 
-test: setup test-native test-python ## the whole suite; starts the broker itself
+test: setup agent-deps test-native test-python ## the whole suite; starts the broker itself
 
 test-python: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -58,7 +61,7 @@ test-python: setup
 test-native: setup
 	@if [ -f native/Cargo.toml ]; then cd native && cargo test --quiet --release; fi
 
-bench: setup ## benchmarks; results go to docs/PERFORMANCE.md
+bench: setup agent-deps ## benchmarks; results go to docs/PERFORMANCE.md
 	$(PY) -m bench
 
 lint: setup ## ruff, mypy on sentinel/, cargo fmt + clippy

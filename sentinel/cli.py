@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from agents.cli import app as agent_app
 from sentinel.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+app.add_typer(agent_app, name="agent")
 DEMO_EVENTS_PER_SECOND = 10.0
 
 # Piped output (CI logs, tests) is not cut at 80 columns.

@@ -64,6 +64,7 @@ class Pack:
     lists: dict[str, list[str]] = field(default_factory=dict)
     description: str = ""
     path: Path | None = None
+    agent: dict[str, Any] = field(default_factory=dict)  # agent-side filters (agents/filters.py)
 
     def rule(self, rule_id: str) -> RuleSpec:
         for rule in self.rules:
@@ -95,6 +96,7 @@ class Pack:
                 }
                 for r in self.rules
             ],
+            **({"agent": self.agent} if self.agent else {}),
         }
 
     def engine_specs(self) -> list[dict[str, Any]]:
@@ -134,6 +136,7 @@ def pack_from_message(message: dict[str, Any]) -> Pack:
         rules=tuple(rules),
         lists={k: list(v) for k, v in (message.get("lists") or {}).items()},
         description=str(message.get("description", "")),
+        agent=dict(message.get("agent") or {}),
     )
 
 
@@ -210,6 +213,7 @@ def load_pack(path: Path) -> Pack:
         lists=lists,
         description=str(manifest.get("description", "")),
         path=path,
+        agent=dict(manifest.get("agent") or {}),
     )
     try:
         validate("rule-pack", pack.message())

@@ -1,0 +1,437 @@
+"""The host agent: sensors -> bounded queue -> disk spool -> Kafka, losing nothing on the way.
+
+    sensor threads ──offer()──> queue (bounded) ──writer──> Spool ──shipper──> sentinel.events.v1
+                                 block / drop per kind       fsync policy      idempotent, acks=all
+
+- `offer` (in each sensor's thread) applies the rule-driven and configured sampling, stamps
+  `schema`, `id` (ULID), `ts`, `host`, `sensor` (name, version and the agent's sequence number
+  `seq`), validates against the event contract and queues the encoded event. A rejected event
+  is counted and written to `rejected.jsonl` with its reason, never silently lost.
+- The writer appends queued events to the spool in order (see `agents/spool.py` for the fsync
+  policy). The shipper reads the spool from its cursor, produces each chunk with the host id
+  as key, waits for the acknowledgement and only then commits the cursor. While the broker is
+  down the chunk stays in the idempotent producer (retried with the same sequence numbers, so
+  no duplicates) and new events pile up in the spool; when it returns they follow in order.
+- Counters (`stats()`): produced, spooled, dropped (queue full + spool cap), sampled, filtered,
+  invalid, resent, per-sensor counters, spool depth. Written to `stats.json` and logged every
+  `stats_interval_s`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.config import AgentConfig
+from agents.filters import RuleFilter, follow_rules
+from agents.replay import timestamp_ms, traceparent
+from agents.scenarios.ids import stamper
+from agents.sensors import Sensor, SensorUnavailable, create
+from agents.spool import Chunk, Spool
+from sentinel.contracts import errors as contract_errors
+from sentinel.contracts import validator
+from sentinel.logs import get_logger
+from sentinel.settings import Settings
+
+log = get_logger(__name__)
+
+COUNTERS = (
+    "accepted",
+    "spooled",
+    "produced",
+    "dropped_queue_full",
+    "sampled",
+    "filtered",
+    "invalid",
+    "resent",
+    "send_errors",
+)
+
+
+class Agent:
+    """One agent process: owns its sensors, queue, spool, shipper and rule follower."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        settings: Settings,
+        *,
+        sensors: Iterable[Sensor] | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.host = config.host_identity()
+        self.key = self.host["id"].encode()
+        self.dir = config.agent_dir(settings)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(
+            config.spool_dir(settings),
+            segment_bytes=int(config.spool.segment_mb * 1024 * 1024),
+            max_bytes=int(config.spool.max_mb * 1024 * 1024),
+            fsync=config.spool.fsync,
+            fsync_interval_s=config.spool.fsync_interval_s,
+        )
+        self.queue: queue.Queue[bytes] = queue.Queue(maxsize=config.queue_size)
+        self.rule_filter = RuleFilter()
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.unavailable: dict[str, str] = {}  # sensor -> why it could not start
+        self._given = list(sensors) if sensors is not None else None
+        self.sensors: list[Sensor] = []
+        self._threads: list[threading.Thread] = []
+        self._stop_sensors = threading.Event()
+        self._stop_writer = threading.Event()
+        self._stop_shipper = threading.Event()
+        self._stop_rules = threading.Event()
+        self._offer_lock = threading.Lock()
+        self._seq = 0
+        self._random = random.Random()
+        self._stamp = stamper(random.Random(os.urandom(16)))
+        self._valid = validator("event").is_valid
+        self._rejected_path = self.dir / "rejected.jsonl"
+        self.started_at = time.time()
+        self.connected = False
+
+    # -- start and stop ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every sensor that can run here, then the writer, shipper and rule follower."""
+        for sensor in self._given if self._given is not None else self._configured():
+            try:
+                sensor.start()
+            except (SensorUnavailable, OSError) as exc:
+                self.unavailable[sensor.name] = str(exc)
+                log.error("sensor unavailable", sensor=sensor.name, reason=str(exc))
+                continue
+            self.sensors.append(sensor)
+            self._spawn(f"sensor-{sensor.name}", self._run_sensor, sensor)
+        if not self.sensors:
+            self.spool.close()
+            reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items()) or "none set"
+            raise SensorUnavailable(f"no sensor can run on this host ({reasons})")
+        self._spawn("spool-writer", self._write_loop)
+        self._spawn("shipper", self._ship_loop)
+        if self.config.rules.follow:
+            self._spawn(
+                "rules",
+                follow_rules,
+                self.settings.kafka_bootstrap,
+                self.config.rules.topic,
+                self.rule_filter,
+                self._stop_rules,
+                client_id=f"{self.settings.kafka_client_id}-agent-rules",
+            )
+        log.info(
+            "agent started",
+            host=self.host["id"],
+            sensors=[s.name for s in self.sensors],
+            unavailable=sorted(self.unavailable),
+            spool=str(self.spool.directory),
+            spool_pending=self.spool.pending,
+        )
+
+    def _configured(self) -> list[Sensor]:
+        found = []
+        for name, options in self.config.sensors.items():
+            options = dict(options or {})
+            if options.pop("enabled", True) is False:
+                continue
+            try:
+                found.append(create(name, options))
+            except (KeyError, ImportError) as exc:
+                self.unavailable[name] = str(exc)
+                log.error("sensor unavailable", sensor=name, reason=str(exc))
+        return found
+
+    def _spawn(self, name: str, target: Any, *args: Any, **kwargs: Any) -> None:
+        thread = threading.Thread(
+            target=target, args=args, kwargs=kwargs, name=f"agent-{name}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Clean shutdown: stop sensors, spool what is queued, ship what the timeout allows."""
+        timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        self._stop_sensors.set()
+        for sensor in self.sensors:
+            sensor.stop()
+        self._join("agent-sensor-", 5.0)
+        self._stop_writer.set()
+        self._join("agent-spool-writer", 10.0)
+        deadline = time.monotonic() + timeout
+        while self.spool.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop_shipper.set()
+        self._stop_rules.set()
+        self._join("agent-", 15.0)
+        self.spool.close()
+        stats = self.stats()
+        self._write_stats(stats)
+        log.info("agent stopped", **_flat(stats))
+        return stats
+
+    def _join(self, prefix: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.name.startswith(prefix):
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def run(self, duration_s: float | None = None) -> dict[str, Any]:
+        """start(), then report stats until `duration_s` passes or the process is interrupted."""
+        self.start()
+        until = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while until is None or time.monotonic() < until:
+                wait = self.config.stats_interval_s
+                if until is not None:
+                    wait = min(wait, max(0.0, until - time.monotonic()))
+                if self._stop_sensors.wait(wait):
+                    break
+                stats = self.stats()
+                self._write_stats(stats)
+                log.info("agent stats", **_flat(stats))
+        except KeyboardInterrupt:
+            pass
+        return self.stop()
+
+    def request_stop(self) -> None:
+        """Ask `run` to return (from a signal handler)."""
+        self._stop_sensors.set()
+
+    # -- the sensor side --------------------------------------------------------------------
+    def _run_sensor(self, sensor: Sensor) -> None:
+        try:
+            for event in sensor.events():
+                self.offer(sensor, event)
+                if self._stop_sensors.is_set():
+                    break
+        except Exception as exc:  # a sensor bug must not take the agent down
+            log.exception("sensor failed", sensor=sensor.name, error=repr(exc))
+            self.unavailable[sensor.name] = f"failed: {exc!r}"
+
+    def offer(self, sensor: Sensor, partial: dict[str, Any]) -> bool:
+        """Stamp, filter, validate and queue one event from `sensor`; True when queued."""
+        kind = str(partial.get("kind", ""))
+        rate = self.rule_filter.rate(kind)
+        if rate <= 0.0:
+            self.counters["filtered"] += 1
+            return False
+        rate *= self.config.policy(kind).sample if kind else 1.0
+        if rate < 1.0 and self._random.random() >= rate:
+            self.counters["sampled"] += 1
+            return False
+        now_us = time.time_ns() // 1000
+        event_id, now_ts = self._stamp(now_us)
+        with self._offer_lock:
+            self._seq += 1
+            event = {
+                "schema": "sentinel.event/1",
+                "id": event_id,
+                "ts": partial.get("ts") or now_ts,
+                "host": self.host,
+                "sensor": {"name": sensor.name, "version": sensor.version, "seq": self._seq},
+                **{k: v for k, v in partial.items() if k != "ts"},
+            }
+            payload = orjson.dumps(event)
+            if len(payload) > self.config.max_event_bytes or not self._valid(event):
+                self._reject(event, payload)
+                return False
+            if self.config.policy(kind).on_full == "drop":
+                try:
+                    self.queue.put_nowait(payload)
+                except queue.Full:
+                    self.counters["dropped_queue_full"] += 1
+                    return False
+            else:
+                while True:  # backpressure: the sensor waits, nothing is dropped
+                    try:
+                        self.queue.put(payload, timeout=0.5)
+                        break
+                    except queue.Full:
+                        if self._stop_writer.is_set():
+                            self.counters["dropped_queue_full"] += 1
+                            return False
+            self.counters["accepted"] += 1
+        return True
+
+    def _reject(self, event: dict[str, Any], payload: bytes) -> None:
+        self.counters["invalid"] += 1
+        if len(payload) > self.config.max_event_bytes:
+            reason = f"event of {len(payload)} bytes exceeds {self.config.max_event_bytes}"
+        else:
+            reason = "; ".join(
+                f"{path or '(event)'}: {why}" for path, why in contract_errors("event", event)
+            )
+        log.warning("event rejected", sensor=event["sensor"]["name"], reason=reason)
+        with self._rejected_path.open("ab") as fh:
+            fh.write(orjson.dumps({"reason": reason, "event": event}) + b"\n")
+
+    # -- the writer: queue -> spool ---------------------------------------------------------
+    def _write_loop(self) -> None:
+        batch_size = self.config.batch_size
+        while True:
+            batch: list[bytes] = []
+            try:
+                batch.append(self.queue.get(timeout=0.1))
+                while len(batch) < batch_size:
+                    batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                pass
+            if batch:
+                self.spool.append(batch)
+                self.counters["spooled"] += len(batch)
+            else:
+                self.spool.tick()
+                if self._stop_writer.is_set() and self.queue.empty():
+                    self.spool.sync()
+                    return
+
+    # -- the shipper: spool -> Kafka --------------------------------------------------------
+    def _producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        return KafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"{self.settings.kafka_client_id}-agent-{self.host['id']}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            request_timeout_ms=10_000,
+            # Never give a chunk up while the broker is away: the idempotent producer retries it
+            # with the same sequence numbers, so the broker writes each record once.
+            delivery_timeout_ms=24 * 3600 * 1000,
+            retry_backoff_ms=200,
+            reconnect_backoff_max_ms=2000,
+            max_block_ms=10_000,
+        )
+
+    def _ship_loop(self) -> None:
+        from kafka.errors import KafkaError
+
+        producer = None
+        backoff = 0.5
+        while not self._stop_shipper.is_set():
+            if producer is None:
+                try:
+                    producer = self._producer()
+                    self.connected = True
+                except KafkaError as exc:
+                    self.connected = False
+                    log.warning("broker unreachable; events stay in the spool", error=repr(exc))
+                    self._stop_shipper.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+            if not self.spool.wait(0.2):
+                continue
+            chunk = self.spool.read(max_records=self.config.batch_size)
+            if chunk is None or not chunk.records:
+                continue
+            outcome = self._ship(producer, chunk)
+            if outcome == "ok":
+                self.spool.commit(chunk)
+                self.counters["produced"] += len(chunk.records)
+                self.connected = True
+                backoff = 0.5
+            elif outcome == "stopped":
+                self.spool.rewind()  # stays in the spool for the next start
+                break
+            else:  # a failed chunk: a new producer sends it again from the cursor
+                self.counters["send_errors"] += 1
+                self.counters["resent"] += len(chunk.records)
+                self.connected = False
+                self.spool.rewind()
+                log.warning("delivery failed; resending from the spool", error=outcome)
+                producer.close(timeout=1)
+                producer = None
+                self._stop_shipper.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        if producer is not None:
+            producer.close(timeout=5)
+
+    def _ship(self, producer: Any, chunk: Chunk) -> str:
+        """Send a chunk and wait for every acknowledgement: "ok", "stopped" or the error."""
+        from kafka.errors import KafkaError, KafkaTimeoutError
+
+        topic = self.config.topic
+        futures = []
+        try:
+            for payload in chunk.records:
+                futures.append(
+                    producer.send(
+                        topic,
+                        key=self.key,
+                        value=payload,
+                        headers=[("traceparent", traceparent())],
+                        timestamp_ms=_event_ms(payload),
+                    )
+                )
+        except KafkaError as exc:  # metadata not available within max_block_ms
+            return repr(exc)
+        last = futures[-1]
+        while True:
+            try:
+                last.get(timeout=0.5)
+                break
+            except KafkaTimeoutError:
+                self.connected = False
+                if self._stop_shipper.is_set():
+                    return "stopped"
+            except KafkaError as exc:
+                return repr(exc)
+        for future in futures:
+            if future.failed():
+                return repr(future.exception)
+        return "ok"
+
+    # -- state ------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        spool = self.spool.stats()
+        return {
+            "host": self.host["id"],
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "connected": self.connected,
+            **self.counters,
+            "dropped": self.counters["dropped_queue_full"] + spool["dropped"],
+            "queue": self.queue.qsize(),
+            "spool": spool,
+            "sensors": {s.name: dict(s.counters) for s in self.sensors},
+            "unavailable": dict(self.unavailable),
+            "rule_packs": dict(self.rule_filter.versions),
+            "kind_rates": dict(self.rule_filter.rates),
+        }
+
+    def _write_stats(self, stats: dict[str, Any]) -> None:
+        path = self.dir / "stats.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+
+
+def read_stats(path: Path) -> dict[str, Any]:
+    return orjson.loads(path.read_bytes())  # type: ignore[no-any-return]
+
+
+def _flat(stats: dict[str, Any]) -> dict[str, Any]:
+    keep = ("produced", "spooled", "dropped", "sampled", "filtered", "invalid", "resent", "queue")
+    flat = {k: stats[k] for k in keep}
+    flat["spool_pending"] = stats["spool"]["pending"]
+    flat["connected"] = stats["connected"]
+    return flat
+
+
+def _event_ms(payload: bytes) -> int | None:
+    """The event time of an encoded event, in epoch ms (the Kafka record timestamp)."""
+    marker = payload.find(b'"ts":"')
+    if marker < 0:
+        return None
+    end = payload.find(b'"', marker + 6)
+    return timestamp_ms({"ts": payload[marker + 6 : end].decode()})
