@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import random
@@ -42,6 +43,12 @@ from sentinel.logs import get_logger
 from sentinel.settings import Settings
 
 log = get_logger(__name__)
+
+# One chunk is one record batch: it must stay under the broker's message.max.bytes (1 MiB).
+_MAX_CHUNK_BYTES = 448 * 1024  # + one event (<= 256 KiB) + ~100 bytes per record
+_MAX_BATCH_BYTES = 1000 * 1024
+_LINGER_S = 0.05
+_WRITER_LINGER_S = 0.01
 
 COUNTERS = (
     "accepted",
@@ -95,6 +102,9 @@ class Agent:
         self._random = random.Random()
         self._stamp = stamper(random.Random(os.urandom(16)))
         self._valid = validator("event").is_valid
+        self._policies = {
+            kind: config.policy(kind) for kind in ("proc", "file", "net", "dns", "auth")
+        }
         self._rejected_path = self.dir / "rejected.jsonl"
         self.started_at = time.time()
         self.connected = False
@@ -223,7 +233,8 @@ class Agent:
         if rate <= 0.0:
             self.counters["filtered"] += 1
             return False
-        rate *= self.config.policy(kind).sample if kind else 1.0
+        policy = self._policies.get(kind) or self.config.policy(kind)
+        rate *= policy.sample
         if rate < 1.0 and self._random.random() >= rate:
             self.counters["sampled"] += 1
             return False
@@ -243,7 +254,7 @@ class Agent:
             if len(payload) > self.config.max_event_bytes or not self._valid(event):
                 self._reject(event, payload)
                 return False
-            if self.config.policy(kind).on_full == "drop":
+            if policy.on_full == "drop":
                 try:
                     self.queue.put_nowait(payload)
                 except queue.Full:
@@ -280,6 +291,8 @@ class Agent:
             batch: list[bytes] = []
             try:
                 batch.append(self.queue.get(timeout=0.1))
+                if self.queue.qsize() < batch_size:
+                    time.sleep(_WRITER_LINGER_S)  # one append per burst, not per event
                 while len(batch) < batch_size:
                     batch.append(self.queue.get_nowait())
             except queue.Empty:
@@ -295,52 +308,64 @@ class Agent:
 
     # -- the shipper: spool -> Kafka --------------------------------------------------------
     def _producer(self) -> Any:
-        from kafka import KafkaProducer
+        from aiokafka import AIOKafkaProducer
 
-        return KafkaProducer(
+        return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             client_id=f"{self.settings.kafka_client_id}-agent-{self.host['id']}",
             acks="all",
+            # Idempotent: a batch is retried with the same sequence numbers until the broker
+            # takes it, however long it is away, and the broker writes each record once.
             enable_idempotence=True,
-            linger_ms=5,
-            batch_size=512 * 1024,
-            max_request_size=4 * 1024 * 1024,
+            linger_ms=0,  # the shipper batches itself (`_LINGER_S`)
+            max_batch_size=_MAX_BATCH_BYTES,
+            max_request_size=_MAX_BATCH_BYTES,
             request_timeout_ms=10_000,
-            # Never give a chunk up while the broker is away: the idempotent producer retries it
-            # with the same sequence numbers, so the broker writes each record once.
-            delivery_timeout_ms=24 * 3600 * 1000,
             retry_backoff_ms=200,
-            reconnect_backoff_max_ms=2000,
-            max_block_ms=10_000,
         )
 
     def _ship_loop(self) -> None:
-        from kafka.errors import KafkaError
+        asyncio.run(self._ship_async())
+
+    async def _ship_async(self) -> None:
+        """Spool -> Kafka, one chunk in flight: read, send as one batch, await the ack, commit."""
+        from aiokafka.errors import KafkaError
+        from aiokafka.partitioner import DefaultPartitioner
 
         producer = None
+        partition = -1
         backoff = 0.5
         while not self._stop_shipper.is_set():
             if producer is None:
+                candidate = self._producer()
                 try:
-                    producer = self._producer()
-                    self.connected = True
+                    await candidate.start()
+                    partitions = sorted(await candidate.partitions_for(self.config.topic))
+                    # The Java client's murmur2 partitioner: one partition per host id.
+                    partition = DefaultPartitioner()(self.key, partitions, partitions)
+                    producer, self.connected, backoff = candidate, True, 0.5
                 except KafkaError as exc:
                     self.connected = False
+                    await candidate.stop()
                     log.warning("broker unreachable; events stay in the spool", error=repr(exc))
-                    self._stop_shipper.wait(backoff)
+                    await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-            if not self.spool.wait(0.2):
+            pending = self.spool.pending
+            if not pending:
+                await asyncio.sleep(0.01)
                 continue
-            chunk = self.spool.read(max_records=self.config.batch_size)
+            if pending < self.config.batch_size:
+                await asyncio.sleep(_LINGER_S)  # let a chunk gather: per-chunk cost dominates
+            chunk = self.spool.read(max_records=self.config.batch_size, max_bytes=_MAX_CHUNK_BYTES)
             if chunk is None or not chunk.records:
+                await asyncio.sleep(0.01)
                 continue
-            outcome = self._ship(producer, chunk)
+            outcome = await self._ship(producer, partition, chunk)
             if outcome == "ok":
                 self.spool.commit(chunk)
                 self.counters["produced"] += len(chunk.records)
                 self.connected = True
-                backoff = 0.5
             elif outcome == "stopped":
                 self.spool.rewind()  # stays in the spool for the next start
                 break
@@ -350,47 +375,39 @@ class Agent:
                 self.connected = False
                 self.spool.rewind()
                 log.warning("delivery failed; resending from the spool", error=outcome)
-                producer.close(timeout=1)
+                await producer.stop()
                 producer = None
-                self._stop_shipper.wait(backoff)
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         if producer is not None:
-            producer.close(timeout=5)
+            await producer.stop()
 
-    def _ship(self, producer: Any, chunk: Chunk) -> str:
-        """Send a chunk and wait for every acknowledgement: "ok", "stopped" or the error."""
-        from kafka.errors import KafkaError, KafkaTimeoutError
+    async def _ship(self, producer: Any, partition: int, chunk: Chunk) -> str:
+        """Send a chunk as one batch and wait for its ack: "ok", "stopped" or the error."""
+        from aiokafka.errors import KafkaError
 
-        topic = self.config.topic
-        futures = []
+        batch = producer.create_batch()
+        for payload in chunk.records:
+            appended = batch.append(
+                key=self.key,
+                value=payload,
+                timestamp=_event_ms(payload),
+                headers=[("traceparent", traceparent())],
+            )
+            if appended is None:  # cannot happen below _MAX_CHUNK_BYTES; never drop silently
+                return f"a chunk of {chunk.bytes} bytes did not fit one batch"
         try:
-            for payload in chunk.records:
-                futures.append(
-                    producer.send(
-                        topic,
-                        key=self.key,
-                        value=payload,
-                        headers=[("traceparent", traceparent())],
-                        timestamp_ms=_event_ms(payload),
-                    )
-                )
-        except KafkaError as exc:  # metadata not available within max_block_ms
-            return repr(exc)
-        last = futures[-1]
-        while True:
-            try:
-                last.get(timeout=0.5)
-                break
-            except KafkaTimeoutError:
+            delivered = await producer.send_batch(batch, self.config.topic, partition=partition)
+            while True:
+                done, _ = await asyncio.wait([delivered], timeout=0.5)
+                if done:
+                    delivered.result()
+                    return "ok"
                 self.connected = False
                 if self._stop_shipper.is_set():
                     return "stopped"
-            except KafkaError as exc:
-                return repr(exc)
-        for future in futures:
-            if future.failed():
-                return repr(future.exception)
-        return "ok"
+        except KafkaError as exc:
+            return repr(exc)
 
     # -- state ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

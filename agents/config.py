@@ -56,7 +56,9 @@ class AgentConfig(_Strict):
     host: HostConfig = HostConfig()
     topic: str = Field(EVENTS, description="where events are published")
     queue_size: int = Field(10_000, ge=1, description="events held in memory before the spool")
-    batch_size: int = Field(1000, ge=1, description="events per spool write and per Kafka chunk")
+    batch_size: int = Field(
+        1000, ge=1, le=2000, description="events per spool write and per Kafka chunk (one batch)"
+    )
     max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger events are rejected")
     stats_interval_s: float = Field(10.0, gt=0)
     shutdown_timeout_s: float = Field(10.0, ge=0, description="time to ship the spool on stop")
@@ -82,7 +84,8 @@ class AgentConfig(_Strict):
         return {"id": self.host_id, "name": self.host_name, "os": os_name}
 
     def policy(self, kind: str) -> KindPolicy:
-        return self.kinds.get(kind, _DEFAULT_POLICY)  # type: ignore[call-overload]
+        found = self.kinds.get(kind)  # type: ignore[call-overload]
+        return found if isinstance(found, KindPolicy) else _DEFAULT_POLICY
 
     def agent_dir(self, settings: Settings) -> Path:
         return settings.state_dir / "agent" / _safe(self.host_id)

@@ -12,6 +12,8 @@ BENCHES = [
     "bench.bench_stream",
     "bench.bench_lake",
     "bench.bench_scoring",
+    "bench.bench_agent_exec",
+    "bench.bench_agent",
 ]
 
 

@@ -1,7 +1,7 @@
 """The acceptance path with real sensors: an action on this host -> its event in Kafka.
 
 One `sentinel agent run` process with procfs, bcc-exec, inotify, netconn, bcc-net and dns runs
-for the module; each test does something real on the host (runs a program, touches files,
+for the module (xdp-flows gets its own, on a veth pair the test makes); each test does something real on the host (runs a program, touches files,
 connects, resolves) and finds the matching event, published by the agent, in
 `sentinel.events.v1` under this agent's host id.
 """
@@ -145,14 +145,14 @@ def test_a_loopback_tcp_connection_becomes_net_events(host: Host) -> None:
     try:
         for sensor in ("bcc-net", "netconn"):
             event = host.tail.wait_for(
-                from_sensor(sensor, "net", action="connect", dst_port=port), 5, f"{sensor} connect"
+                from_sensor(sensor, "net", action="connect", dst_port=port), 10, f"{sensor} connect"
             )
             validate("event", event)
             assert event["net"]["proto"] == "tcp" and event["net"]["dst_ip"] == "127.0.0.1"
             assert event["net"]["pid"] == os.getpid()
             assert event["net"]["src_port"] == client.getsockname()[1]
         host.tail.wait_for(
-            from_sensor("netconn", "net", action="accept", dst_port=port), 5, "netconn accept"
+            from_sensor("netconn", "net", action="accept", dst_port=port), 10, "netconn accept"
         )
     finally:
         client.close()
@@ -180,3 +180,47 @@ def test_dns_queries_to_a_loopback_resolver_become_dns_events(host: Host) -> Non
     finally:
         for client in keep:
             client.close()
+
+
+def test_xdp_flow_counts_on_a_test_made_veth_reach_kafka(
+    veth_netns: dict[str, str], kafka: Settings, tmp_path: Path
+) -> None:
+    n, payload, sport, dport = 40, 100, 41001, 41002
+    host_id = f"xdp-test-{uuid.uuid4().hex[:8]}"
+    config = {
+        "host": {"id": host_id},
+        "stats_interval_s": 0.5,
+        "rules": {"follow": False},
+        "sensors": {"xdp-flows": {"interface": veth_netns["root_if"], "interval_s": 0.5}},
+    }
+    tail = Tail(kafka, EVENTS, host_id)
+    agent = AgentProcess(kafka, tmp_path, config, None).start()
+    try:
+        send = (
+            "import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.bind(({veth_netns['ns_ip']!r}, {sport}))\n"
+            f"for _ in range({n}):\n"
+            f"    s.sendto(b'x' * {payload}, ({veth_netns['root_ip']!r}, {dport}))\n"
+        )
+        subprocess.run(["ip", "netns", "exec", veth_netns["ns"], "python3", "-c", send], check=True)
+
+        def ours(event: Event) -> bool:
+            net = event.get("net") or {}
+            return net.get("src_port") == sport and net.get("dst_port") == dport
+
+        deadline = time.monotonic() + 10
+        while sum(e["net"]["packets"] for e in tail.events if ours(e)) < n:
+            assert time.monotonic() < deadline, f"flows so far: {tail.events}"
+            tail.poll()
+    finally:
+        assert agent.stop() == 0
+        tail.close()
+    flows = [e for e in tail.events if ours(e)]
+    assert sum(e["net"]["packets"] for e in flows) == n
+    assert sum(e["net"]["bytes_in"] for e in flows) == n * (14 + 20 + 8 + payload)
+    for event in flows:
+        validate("event", event)
+        assert event["sensor"]["name"] == "xdp-flows" and event["net"]["action"] == "flow"
+        assert event["net"]["src_ip"] == veth_netns["ns_ip"]
+        assert event["net"]["dst_ip"] == veth_netns["root_ip"]
