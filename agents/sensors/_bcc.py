@@ -478,13 +478,15 @@ class BccSensor(Sensor):
 
     BCC objects are not thread-safe, so stop() (called from another thread) only sets the
     flag while events() is running, and events() detaches and frees everything on its way
-    out; if events() never ran, stop() frees it directly. Subclasses implement `_close()`
-    (idempotent) and call `_enter_events()` / `_leave_events()` around their loop.
+    out; if events() never ran, stop() frees it directly. Subclasses with more to free override
+    `_close()` (idempotent) and call `_enter_events()` / `_leave_events()` around their loop.
     """
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         self.bpf: Any = None
+        self._ring: RingReader | None = None
+        self._lost: LostCounter | None = None
         self._lock = threading.Lock()
         self._in_events = False
 
@@ -495,7 +497,15 @@ class BccSensor(Sensor):
                 self._close()
 
     def _close(self) -> None:
-        raise NotImplementedError
+        """Free the program (idempotent): a last read of the lost counter, the ring, the BPF."""
+        if self.bpf is not None:
+            if self._lost is not None:
+                self._lost.poll()
+            if self._ring is not None:
+                self._ring.close()
+            cleanup_bpf(self.bpf)
+            self.bpf = None
+            self._ring = None
 
     def _enter_events(self) -> bool:
         """Start if needed and mark events() as running; False when already stopped."""

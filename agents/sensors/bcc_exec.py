@@ -401,16 +401,6 @@ class BccExecSensor(BccSensor):
             exit_events=self.exit_events,
         )
 
-    def _close(self) -> None:
-        if self.bpf is not None:
-            if self._lost is not None:
-                self._lost.poll()
-            if self._ring is not None:
-                self._ring.close()
-            cleanup_bpf(self.bpf)
-            self.bpf = None
-            self._ring = None
-
     def events(self) -> Iterator[Event]:
         if not self._enter_events():
             return

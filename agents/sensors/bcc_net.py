@@ -291,16 +291,6 @@ class BccNetSensor(BccSensor):
         self._ts = Timestamps()
         log.info("sensor started", sensor=self.name, ring_kib=self.ring_pages * 4)
 
-    def _close(self) -> None:
-        if self.bpf is not None:
-            if self._lost is not None:
-                self._lost.poll()
-            if self._ring is not None:
-                self._ring.close()
-            cleanup_bpf(self.bpf)
-            self.bpf = None
-            self._ring = None
-
     def events(self) -> Iterator[Event]:
         if not self._enter_events():
             return

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agents.sensors.base import Event, Sensor, SensorUnavailable
+from agents.sensors.dns import QTYPES  # the DNS wire type numbers ETW reports too
 from sentinel.logs import get_logger
 
 log = get_logger(__name__)
@@ -111,21 +112,6 @@ UDP_SEND = {42: 4, 58: 6}
 UDP_RECV = {43: 4, 59: 6}
 DNS_QUERY, DNS_COMPLETED = 3006, 3008
 
-QTYPES: dict[int, str] = {
-    1: "A",
-    2: "NS",
-    5: "CNAME",
-    6: "SOA",
-    10: "NULL",
-    12: "PTR",
-    15: "MX",
-    16: "TXT",
-    28: "AAAA",
-    33: "SRV",
-    64: "SVCB",
-    65: "HTTPS",
-    255: "ANY",
-}
 QUERY_STATUS: dict[int, str] = {
     0: "NOERROR",
     9501: "NOERROR",  # DNS_INFO_NO_RECORDS: the name exists, no record of that type
