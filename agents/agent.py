@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import queue
 import random
@@ -63,6 +64,10 @@ COUNTERS = (
 )
 
 
+class AgentError(RuntimeError):
+    """The agent cannot run as configured; the message says why."""
+
+
 class Agent:
     """One agent process: owns its sensors, queue, spool, shipper and rule follower."""
 
@@ -79,6 +84,16 @@ class Agent:
         self.key = self.host["id"].encode()
         self.dir = config.agent_dir(settings)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # One agent per host id and state folder: two would share (and corrupt) one spool.
+        self._lock_file = (self.dir / "agent.lock").open("a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise AgentError(
+                f"another agent for host {self.host['id']} is running (it holds "
+                f"{self.dir / 'agent.lock'}); give this one another host.id or state folder"
+            ) from None
         self.spool = Spool(
             config.spool_dir(settings),
             segment_bytes=int(config.spool.segment_mb * 1024 * 1024),
@@ -123,6 +138,7 @@ class Agent:
             self._spawn(f"sensor-{sensor.name}", self._run_sensor, sensor)
         if not self.sensors:
             self.spool.close()
+            self._lock_file.close()
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items()) or "none set"
             raise SensorUnavailable(f"no sensor can run on this host ({reasons})")
         self._spawn("spool-writer", self._write_loop)
@@ -184,6 +200,7 @@ class Agent:
         self.spool.close()
         stats = self.stats()
         self._write_stats(stats)
+        self._lock_file.close()  # releases the lock
         log.info("agent stopped", **_flat(stats))
         return stats
 
@@ -227,20 +244,23 @@ class Agent:
             self.unavailable[sensor.name] = f"failed: {exc!r}"
 
     def offer(self, sensor: Sensor, partial: dict[str, Any]) -> bool:
-        """Stamp, filter, validate and queue one event from `sensor`; True when queued."""
+        """Stamp, filter, validate and queue one event from `sensor`; True when queued.
+
+        Sensors call this from their own threads: one lock orders sequence numbers with queue
+        positions and keeps the counters exact.
+        """
         kind = str(partial.get("kind", ""))
-        rate = self.rule_filter.rate(kind)
-        if rate <= 0.0:
-            self.counters["filtered"] += 1
-            return False
-        policy = self._policies.get(kind) or self.config.policy(kind)
-        rate *= policy.sample
-        if rate < 1.0 and self._random.random() >= rate:
-            self.counters["sampled"] += 1
-            return False
-        now_us = time.time_ns() // 1000
-        event_id, now_ts = self._stamp(now_us)
         with self._offer_lock:
+            rate = self.rule_filter.rate(kind)
+            if rate <= 0.0:
+                self.counters["filtered"] += 1
+                return False
+            policy = self._policies.get(kind) or self.config.policy(kind)
+            rate *= policy.sample
+            if rate < 1.0 and self._random.random() >= rate:
+                self.counters["sampled"] += 1
+                return False
+            event_id, now_ts = self._stamp(time.time_ns() // 1000)
             self._seq += 1
             event = {
                 "schema": "sentinel.event/1",

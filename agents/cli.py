@@ -42,12 +42,16 @@ def run(
     ] = None,
 ) -> None:
     """Start the configured sensors and publish their events; SIGTERM or Ctrl-C stops cleanly."""
-    from agents.agent import Agent
+    from agents.agent import Agent, AgentError
     from agents.sensors import SensorUnavailable
     from sentinel.settings import get_settings
 
     cfg = _load(config, {"host": {"id": host_id}} if host_id else None)
-    agent = Agent(cfg, get_settings())
+    try:
+        agent = Agent(cfg, get_settings())
+    except AgentError as exc:
+        err.print(f"[red]error[/]: {exc}", highlight=False)
+        raise typer.Exit(1) from None
     signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
     try:
         stats = agent.run(duration_s=duration)

@@ -70,6 +70,50 @@ def catch_up(
     raise DemoError(f"the worker did not catch up in {timeout_s:.0f} s; see {log}")
 
 
+AGENT_SECONDS = 8.0
+
+
+def run_agent(settings: Settings, console: Console) -> dict[str, Any]:
+    """Run the host agent with the sensors this host can run; show what it published.
+
+    bcc-exec replaces procfs where eBPF works (root and `make agent-deps`); inotify watches a
+    folder of its own (not the agent's spool: watching its own writes would feed back).
+    """
+    from agents.agent import Agent
+    from agents.config import load_config
+    from agents.sensors import create
+
+    watched = settings.state_dir / "demo-agent"
+    watched.mkdir(parents=True, exist_ok=True)
+    sensors: dict[str, dict[str, Any]] = {
+        "netconn": {},
+        "inotify": {"paths": [str(watched)]},
+    }
+    sensors["bcc-exec" if not create("bcc-exec").check() else "procfs"] = {}
+    config = load_config(None, {"sensors": sensors, "stats_interval_s": AGENT_SECONDS})
+    agent = Agent(config, settings)
+    agent.start()
+    # Something for the sensors to see: a few short commands and a file being rewritten.
+    probe = watched / "probe.txt"
+    for step in range(3):
+        subprocess.run(["uname", "-a"], capture_output=True, check=False)
+        probe.write_text(f"demo step {step}\n")
+        time.sleep(AGENT_SECONDS / 3)
+    probe.unlink(missing_ok=True)
+    stats = agent.stop()
+    table = Table("what", "count", title=f"agent on host {stats['host']}")
+    table.add_row("sensors running", ", ".join(sorted(stats["sensors"])))
+    for name, why in sorted(stats["unavailable"].items()):
+        table.add_row(f"unavailable: {name}", why[:90])
+    for key in ("accepted", "produced", "dropped", "invalid"):
+        table.add_row(f"events {key}", f"{stats[key]:,}")
+    table.add_row("spool pending", f"{stats['spool']['pending']:,}")
+    console.print(table)
+    if stats["spool"]["pending"] or stats["invalid"]:
+        raise DemoError(f"the agent left {stats['spool']['pending']} events unshipped")
+    return stats
+
+
 def run(
     settings: Settings,
     console: Console,
@@ -120,6 +164,9 @@ def run(
         produced = sum(offsets.end_offsets(settings, EVENTS).values()) - sum(
             before[EVENTS].values()
         )
+
+        console.rule("4b. host agent: this machine's own sensors for a few seconds")
+        run_agent(settings, console)
 
         console.rule("5. waiting for the worker to process everything")
         last = [0.0]

@@ -269,3 +269,15 @@ def test_a_broker_outage_loses_nothing_and_duplicates_nothing(
         assert len({r.partition for r in records}) == 1
     finally:
         broker.stop()
+
+
+def test_a_second_agent_for_the_same_host_is_refused(tmp_path: Path) -> None:
+    from agents.agent import AgentError
+
+    settings = Settings(state_dir=tmp_path)
+    config = load_config(None, base_config("same-host", rules={"follow": False}))
+    first = Agent(config, settings, sensors=[ListSensor([])])
+    with pytest.raises(AgentError, match="another agent for host same-host is running"):
+        Agent(config, settings, sensors=[ListSensor([])])
+    first._lock_file.close()
+    Agent(config, settings, sensors=[ListSensor([])])._lock_file.close()  # free again
