@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import os
 import queue
 import random
@@ -62,6 +63,18 @@ COUNTERS = (
     "resent",
     "send_errors",
 )
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a process that turns thousands of records a second into dicts.
+
+    Every event allocates a few containers, so the default generation-0 threshold (700) runs a
+    collection every couple of hundred events; start-up objects (modules, BPF programs, caches)
+    are frozen out of the collector's scans. Measured on bcc-exec's record handling: about a
+    quarter less CPU per record (docs/PERFORMANCE.md). Reference cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 class AgentError(RuntimeError):
@@ -141,6 +154,7 @@ class Agent:
             self._lock_file.close()
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items()) or "none set"
             raise SensorUnavailable(f"no sensor can run on this host ({reasons})")
+        tune_gc()
         self._spawn("spool-writer", self._write_loop)
         self._spawn("shipper", self._ship_loop)
         if self.config.rules.follow:

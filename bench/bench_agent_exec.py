@@ -114,6 +114,7 @@ def _bpf_prog_stats(sensor: Any) -> tuple[int, int]:
 
 def run_child(sensor_name: str, match: str) -> None:
     """Run one sensor until stdin says stop; report the counts as one JSON line on stdout."""
+    from agents.agent import tune_gc
     from agents.sensors import create
     from sentinel.logs import configure_logging
     from sentinel.settings import Settings
@@ -125,6 +126,7 @@ def run_child(sensor_name: str, match: str) -> None:
         print(json.dumps({"error": "; ".join(missing)}), flush=True)
         return
     sensor.start()
+    tune_gc()  # as the agent runs its sensors
     counts = {"seen": 0, "exec_events": 0, "events": 0}
 
     def consume() -> None:

@@ -270,10 +270,9 @@ class BoundedCache(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         data = self.data
-        data.pop(key, None)  # re-insert at the young end
+        if key not in data and len(data) >= self.size:
+            del data[next(iter(data))]  # the oldest insert
         data[key] = value
-        if len(data) > self.size:
-            del data[next(iter(data))]
 
     def pop(self, key: K) -> V | None:
         return self.data.pop(key, None)

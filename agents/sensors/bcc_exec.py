@@ -424,12 +424,13 @@ class BccExecSensor(BccSensor):
     def handle_batch(self, batch: list[bytes]) -> Iterator[Event]:
         recs = [decode(raw) for raw in batch]
         # processes whose exit is in this batch are gone: no point asking /proc about them
-        gone = {r.pid for r in recs if isinstance(r, ExitRecord)}
+        gone = {r.pid for r in recs if type(r) is ExitRecord}
+        on_exec, on_exit = self.on_exec, self.on_exit  # hot loop: thousands of records a second
         for rec in recs:
-            if isinstance(rec, ExecRecord):
-                yield self.on_exec(rec, gone)
-            elif isinstance(rec, ExitRecord):
-                event = self.on_exit(rec)
+            if type(rec) is ExecRecord:
+                yield on_exec(rec, gone)
+            elif type(rec) is ExitRecord:
+                event = on_exit(rec)
                 if event is not None:
                     yield event
             else:
@@ -454,7 +455,7 @@ class BccExecSensor(BccSensor):
             self.count("args_truncated")
         parent_exe = None
         if ppid:
-            parent_exe = self.exes.get(ppid)
+            parent_exe = self.exes.data.get(ppid)
             if parent_exe is None:
                 # "" remembers a parent without an image (a kernel thread), so no re-reads
                 parent_exe = proc_link(ppid, "exe") or ""
@@ -465,7 +466,7 @@ class BccExecSensor(BccSensor):
             rec,
             ts=self._ts.format(rec.ktime_ns),
             ppid=ppid,
-            user=self.user(rec.uid),
+            user=self._users[rec.uid] if rec.uid in self._users else self.user(rec.uid),
             parent_exe=parent_exe,
             cwd=cwd,
             exe=exe,
@@ -473,10 +474,11 @@ class BccExecSensor(BccSensor):
 
     def on_exit(self, rec: ExitRecord) -> Event | None:
         pid = rec.pid
-        ppid = rec.ppid or self.ppids.cache.get(pid)
+        exes, ppids = self.exes.data, self.ppids.cache.data  # plain dict operations: hot path
+        ppid = rec.ppid or ppids.get(pid)
         # a child that never exec'd runs its parent's image
-        exe = self.exes.pop(pid) or (self.exes.get(ppid) if ppid else None) or None
-        self.ppids.forget(pid)
+        exe = exes.pop(pid, None) or (exes.get(ppid) if ppid else None) or None
+        ppids.pop(pid, None)
         if not self.exit_events:
             return None
         return exit_event(
