@@ -55,13 +55,19 @@ def run_agent(settings: Settings, tmp: Path, rate: float, count: int) -> dict[st
             "rules": {"follow": False},
             "stats_interval_s": 1.0,
             "spool": {"dir": str(tmp / host)},
+            # backpressure for every kind: an unpaced sensor would otherwise fill the queue and
+            # the drop policy of net and dns would shed events instead of measuring throughput
+            "kinds": {k: {"on_full": "block"} for k in ("proc", "file", "net", "dns", "auth")},
         },
     )
     sensor = ScenarioSensor({"rate": rate, "count": count, "seed": 1})
     agent = Agent(config, settings, sensors=[sensor])
     started_cpu, started = cpu_s(), time.perf_counter()
     agent.start()
+    deadline = time.monotonic() + 120 + count / rate
     while agent.counters["produced"] < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {agent.counters['produced']:,} of {count:,} delivered")
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
     used = cpu_s() - started_cpu
