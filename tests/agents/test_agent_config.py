@@ -53,3 +53,24 @@ def test_cli_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["agent", "run", "--config", str(path)])
     assert result.exit_code == 2
     assert "expected a mapping" in result.output
+
+
+def test_cli_status_prints_the_last_stats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentinel.settings import get_settings
+
+    monkeypatch.setenv("SENTINEL_STATE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    path = tmp_path / "agent.yaml"
+    path.write_text("host: {id: status-host}\n")
+    runner = CliRunner()
+    try:
+        missing = runner.invoke(app, ["agent", "status", "--config", str(path)])
+        assert missing.exit_code == 1 and "no stats yet" in missing.output
+        stats_dir = tmp_path / "agent" / "status-host"
+        stats_dir.mkdir(parents=True)
+        (stats_dir / "stats.json").write_text('{"host": "status-host", "produced": 1234}')
+        shown = runner.invoke(app, ["agent", "status", "--config", str(path)])
+    finally:
+        get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    assert '"produced": 1234' in shown.output
