@@ -72,6 +72,7 @@ def tune_gc() -> None:
     collection every couple of hundred events; start-up objects (modules, BPF programs, caches)
     are frozen out of the collector's scans. Measured on bcc-exec's record handling: about a
     quarter less CPU per record (docs/PERFORMANCE.md). Reference cycles are still collected.
+    Process-wide, so the agent's entry points call it (`sentinel agent run`), not the class.
     """
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
@@ -154,7 +155,6 @@ class Agent:
             self._lock_file.close()
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items()) or "none set"
             raise SensorUnavailable(f"no sensor can run on this host ({reasons})")
-        tune_gc()
         self._spawn("spool-writer", self._write_loop)
         self._spawn("shipper", self._ship_loop)
         if self.config.rules.follow:

@@ -42,7 +42,7 @@ def run(
     ] = None,
 ) -> None:
     """Start the configured sensors and publish their events; SIGTERM or Ctrl-C stops cleanly."""
-    from agents.agent import Agent, AgentError
+    from agents.agent import Agent, AgentError, tune_gc
     from agents.sensors import SensorUnavailable
     from sentinel.settings import get_settings
 
@@ -53,6 +53,7 @@ def run(
         err.print(f"[red]error[/]: {exc}", highlight=False)
         raise typer.Exit(1) from None
     signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+    tune_gc()  # this process is the agent
     try:
         stats = agent.run(duration_s=duration)
     except SensorUnavailable as exc:

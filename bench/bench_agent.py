@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agents.agent import Agent
+from agents.agent import Agent, tune_gc
 from agents.config import load_config
 from agents.sensors.scenario import ScenarioSensor
 from bench.common import Result, write_section
@@ -60,6 +60,7 @@ def run_agent(settings: Settings, tmp: Path, rate: float, count: int) -> dict[st
             "kinds": {k: {"on_full": "block"} for k in ("proc", "file", "net", "dns", "auth")},
         },
     )
+    tune_gc()  # as `sentinel agent run` does
     sensor = ScenarioSensor({"rate": rate, "count": count, "seed": 1})
     agent = Agent(config, settings, sensors=[sensor])
     started_cpu, started = cpu_s(), time.perf_counter()
