@@ -28,7 +28,6 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -465,10 +464,6 @@ class Agent:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))
         os.replace(tmp, path)
-
-
-def read_stats(path: Path) -> dict[str, Any]:
-    return orjson.loads(path.read_bytes())  # type: ignore[no-any-return]
 
 
 def _flat(stats: dict[str, Any]) -> dict[str, Any]:

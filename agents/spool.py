@@ -97,7 +97,6 @@ class Spool:
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
         self._lock = threading.Lock()
-        self._appended = threading.Condition(self._lock)
         self.dropped = 0  # records deleted unshipped by the size cap
         self.corrupt = 0  # records lost to checksum mismatches found on open
         self.appended = 0
@@ -179,7 +178,7 @@ class Spool:
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, payloads: list[bytes]) -> None:
-        """Append records in order (one write call); fsync per policy; wake the reader."""
+        """Append records in order (one write call); fsync per policy."""
         if not payloads:
             return
         parts = []
@@ -210,7 +209,6 @@ class Spool:
                 elif now - self._dirty_since >= self.fsync_interval_s:
                     self._sync_locked()
             self._enforce_cap_locked()
-            self._appended.notify_all()
 
     def tick(self) -> None:
         """Fsync data older than the interval (called by the writer when it is idle)."""
@@ -252,18 +250,6 @@ class Spool:
         return sum(s.size for s in self._segments)
 
     # -- reading and committing -------------------------------------------------------------
-    def wait(self, timeout: float) -> bool:
-        """Block until there is something after the read position (or the timeout)."""
-        with self._lock:
-            if self._has_unread_locked():
-                return True
-            self._appended.wait(timeout)
-            return self._has_unread_locked()
-
-    def _has_unread_locked(self) -> bool:
-        last = self._segments[-1]
-        return self._read_pos < Position(last.seq, last.size)
-
     def read(self, max_records: int = 2000, max_bytes: int = 4 * 1024 * 1024) -> Chunk | None:
         """The next records after the read position (not yet committed); None when caught up."""
         with self._lock:
@@ -348,11 +334,6 @@ class Spool:
         """Records appended and not yet committed (the spool depth)."""
         with self._lock:
             return self._pending
-
-    @property
-    def size_bytes(self) -> int:
-        with self._lock:
-            return self.bytes_locked()
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -25,8 +25,8 @@ from typing import Any
 from agents.agent import Agent, tune_gc
 from agents.config import load_config
 from agents.sensors.scenario import ScenarioSensor
-from bench.common import Result, write_section
-from sentinel.kafka import EmbeddedBroker, ensure_contract_topics
+from bench.common import Result, embedded_broker, write_section
+from sentinel.kafka import ensure_contract_topics
 from sentinel.settings import Settings
 
 RATES = (1_000, 5_000)
@@ -83,12 +83,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--no-write", action="store_true", help="do not update PERFORMANCE.md")
     args = parser.parse_args(argv)
     settings = Settings()
-    broker = EmbeddedBroker(settings)
-    started_here = settings.kafka_embedded and broker.pid() is None
-    broker.start()
-    ensure_contract_topics(settings)
-    results = []
-    try:
+    with embedded_broker(settings):
+        ensure_contract_topics(settings)
+        results = []
         per_event_gen = generator_cost(20_000)
         with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
             for rate in RATES:
@@ -120,9 +117,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
                     " of a core (the generator included)",
                 )
             )
-    finally:
-        if started_here:
-            broker.stop()
     for r in results:
         print(r.row())
     if not args.no_write:

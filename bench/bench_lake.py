@@ -13,12 +13,12 @@ import dagster as dg
 
 from agents.replay import replay_to_kafka
 from agents.scenarios import generate
-from bench.common import Result, write_section
+from bench.common import Result, embedded_broker, write_section
 from orchestration.definitions import build
 from orchestration.lib.landing import land
 from orchestration.lib.resources import build_resources
 from orchestration.lib.runs import outcome_of
-from sentinel.kafka import EmbeddedBroker, TopicSpec, create_topics
+from sentinel.kafka import TopicSpec, create_topics
 from sentinel.kafka.clients import admin_client
 from sentinel.settings import Settings
 
@@ -140,14 +140,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--no-write", action="store_true", help="do not update PERFORMANCE.md")
     args = parser.parse_args(argv)
     settings = Settings()
-    broker = EmbeddedBroker(settings)
-    started_here = settings.kafka_embedded and broker.pid() is None
-    broker.start()
-    try:
+    with embedded_broker(settings):
         results = run(args.count, settings, args.workers)
-    finally:
-        if started_here:
-            broker.stop()
     for r in results:
         print(r.row())
     if not args.no_write:

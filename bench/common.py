@@ -6,11 +6,13 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sentinel.settings import PROJECT_ROOT
+from sentinel.settings import PROJECT_ROOT, Settings
 
 PERFORMANCE_MD = PROJECT_ROOT / "docs" / "PERFORMANCE.md"
 
@@ -83,3 +85,18 @@ def write_section(name: str, command: str, results: list[Result], notes: str = "
         else text.rstrip() + "\n\n" + body + "\n"
     )
     PERFORMANCE_MD.write_text(text)
+
+
+@contextmanager
+def embedded_broker(settings: Settings) -> Iterator[None]:
+    """The broker the settings name: started when needed, stopped afterwards if started here."""
+    from sentinel.kafka import EmbeddedBroker
+
+    broker = EmbeddedBroker(settings)
+    started_here = settings.kafka_embedded and broker.pid() is None
+    broker.start()
+    try:
+        yield
+    finally:
+        if started_here:
+            broker.stop()

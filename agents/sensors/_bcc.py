@@ -25,13 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-from agents.sensors.base import Sensor
+from agents.sensors.base import Event, Sensor, SensorUnavailable
 from sentinel.logs import get_logger
 
 log = get_logger(__name__)
@@ -521,3 +521,60 @@ class BccSensor(Sensor):
         with self._lock:
             self._in_events = False
             self._close()
+
+
+class RingSensor(BccSensor):
+    """A BCC sensor whose program submits records to one ring buffer `events`, with a `lost` array.
+
+    Subclasses set `ring_pages` and `batch_s` (how long records gather between drains), call
+    `_load()` from start(), and turn records into events in `handle()` (or `handle_batch()`
+    when a batch is cheaper to handle as a whole).
+    """
+
+    ring_pages: int
+    batch_s: float
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._ts = Timestamps()
+
+    def _load(self, source: str, cflags: list[str], lost_what: str) -> None:
+        """Compile and attach `source`; map its ring buffer; SensorUnavailable on failure."""
+        bcc = load_bcc()
+        try:
+            self.bpf = bcc.BPF(text=source.encode(), cflags=cflags)
+            self._ring = RingReader(self.bpf, b"events")
+        except Exception as exc:
+            cleanup_bpf(self.bpf)
+            self.bpf = None
+            raise SensorUnavailable(f"{self.name}: loading the BPF program failed: {exc}") from exc
+        self._lost = LostCounter(self.bpf[b"lost"], self, lost_what)
+        self._ts = Timestamps()
+
+    def events(self) -> Iterator[Event]:
+        if not self._enter_events():
+            return
+        ring, lost = self._ring, self._lost
+        assert ring is not None and lost is not None
+        try:
+            while not self.stopping.is_set():
+                batch = ring.poll(250)
+                if batch:
+                    yield from self.handle_batch(batch)
+                lost.poll(every_s=1.0)
+                if batch and self.batch_s > 0:
+                    # let records gather: one wake-up per batch, not one per record
+                    self.stopping.wait(self.batch_s)
+            # what is already in the ring when stop() comes is still reported
+            yield from self.handle_batch(ring.poll(0))
+        finally:
+            self._leave_events()
+
+    def handle_batch(self, batch: list[bytes]) -> Iterator[Event]:
+        for raw in batch:
+            event = self.handle(raw)
+            if event is not None:
+                yield event
+
+    def handle(self, raw: bytes) -> Event | None:
+        raise NotImplementedError

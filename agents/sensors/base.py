@@ -72,6 +72,33 @@ class Sensor:
         return self.options.get(key, default)
 
 
+class PollingSensor(Sensor):
+    """A sensor that compares snapshots of the host every `interval_s` (procfs, netconn).
+
+    start() takes the baseline snapshot and may leave events for it in `_backlog` (with
+    `emit_existing`); events() yields those, then what each `poll_once()` finds.
+    """
+
+    interval_s: float
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._backlog: list[Event] = []
+        self._started = False
+
+    def events(self) -> Iterator[Event]:
+        if not self._started:
+            self.start()
+        backlog, self._backlog = self._backlog, []
+        yield from backlog
+        while not self.stopping.wait(self.interval_s):
+            yield from self.poll_once()
+
+    def poll_once(self) -> list[Event]:
+        """One snapshot against the previous one: the events since, in order."""
+        raise NotImplementedError
+
+
 def utc_now() -> str:
     """The current time as the contract's timestamp (microseconds, `Z`)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

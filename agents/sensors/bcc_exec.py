@@ -36,18 +36,13 @@ from typing import Any, ClassVar, NamedTuple
 from agents.sensors._bcc import (
     LOST_COUNTER_C,
     TRACEFS,
-    BccSensor,
     BoundedCache,
-    LostCounter,
     PpidCache,
-    RingReader,
-    Timestamps,
+    RingSensor,
     bcc_missing,
-    cleanup_bpf,
-    load_bcc,
     proc_link,
 )
-from agents.sensors.base import Event, SensorUnavailable
+from agents.sensors.base import Event
 from sentinel.logs import get_logger
 
 log = get_logger(__name__)
@@ -341,7 +336,7 @@ def _has_group_dead() -> bool:
     return " group_dead;" in text
 
 
-class BccExecSensor(BccSensor):
+class BccExecSensor(RingSensor):
     name: ClassVar[str] = "bcc-exec"
     version: ClassVar[str] = "0.1.0"
     kinds: ClassVar[tuple[str, ...]] = ("proc",)
@@ -352,9 +347,6 @@ class BccExecSensor(BccSensor):
         self.ring_pages = int(self.option("ring_pages", 2048))
         self.batch_s = float(self.option("batch_ms", 50)) / 1000
         self.want_cwd = bool(self.option("cwd", True))
-        self._ring: RingReader | None = None
-        self._lost: LostCounter | None = None
-        self._ts = Timestamps()
         self.exes: BoundedCache[int, str] = BoundedCache(32768)
         self.ppids = PpidCache(32768)
         self._users: dict[int, str | None] = {}
@@ -371,7 +363,6 @@ class BccExecSensor(BccSensor):
         if self.bpf is not None:
             return
         super().start()  # raises SensorUnavailable with check()'s list
-        bcc = load_bcc()
         cflags = [
             f"-DMAXARGS={MAXARGS}",
             f"-DARGSIZE={ARGSIZE}",
@@ -384,15 +375,7 @@ class BccExecSensor(BccSensor):
         ]
         if _has_group_dead():
             cflags.append("-DHAVE_GROUP_DEAD")
-        try:
-            self.bpf = bcc.BPF(text=BPF_SOURCE.encode(), cflags=cflags)
-            self._ring = RingReader(self.bpf, b"events")
-        except Exception as exc:
-            cleanup_bpf(self.bpf)
-            self.bpf = None
-            raise SensorUnavailable(f"{self.name}: loading the BPF program failed: {exc}") from exc
-        self._lost = LostCounter(self.bpf[b"lost"], self, "exec/exit records (ring buffer full)")
-        self._ts = Timestamps()
+        self._load(BPF_SOURCE, cflags, "exec/exit records (ring buffer full)")
         self._seed_exes()
         log.info(
             "sensor started",
@@ -400,25 +383,6 @@ class BccExecSensor(BccSensor):
             ring_kib=self.ring_pages * 4,
             exit_events=self.exit_events,
         )
-
-    def events(self) -> Iterator[Event]:
-        if not self._enter_events():
-            return
-        ring, lost = self._ring, self._lost
-        assert ring is not None and lost is not None
-        try:
-            while not self.stopping.is_set():
-                batch = ring.poll(250)
-                if batch:
-                    yield from self.handle_batch(batch)
-                lost.poll(every_s=1.0)
-                if batch and self.batch_s > 0:
-                    # let records gather: one wake-up per batch, not one per exec
-                    self.stopping.wait(self.batch_s)
-            # what is already in the ring when stop() comes is still reported
-            yield from self.handle_batch(ring.poll(0))
-        finally:
-            self._leave_events()
 
     # -- records to events ------------------------------------------------------------------
     def handle_batch(self, batch: list[bytes]) -> Iterator[Event]:

@@ -30,21 +30,16 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
 from agents.sensors._bcc import (
     LOST_COUNTER_C,
-    BccSensor,
-    LostCounter,
-    RingReader,
-    Timestamps,
+    RingSensor,
     bcc_missing,
-    cleanup_bpf,
-    load_bcc,
     proc_link,
 )
-from agents.sensors.base import Event, SensorUnavailable
+from agents.sensors.base import Event
 from sentinel.logs import get_logger
 
 log = get_logger(__name__)
@@ -253,7 +248,7 @@ def listener_pids() -> dict[int, int]:
     return found
 
 
-class BccNetSensor(BccSensor):
+class BccNetSensor(RingSensor):
     name: ClassVar[str] = "bcc-net"
     version: ClassVar[str] = "0.1.0"
     kinds: ClassVar[tuple[str, ...]] = ("net",)
@@ -262,9 +257,6 @@ class BccNetSensor(BccSensor):
         super().__init__(options)
         self.ring_pages = int(self.option("ring_pages", 256))
         self.batch_s = float(self.option("batch_ms", 20)) / 1000
-        self._ring: RingReader | None = None
-        self._lost: LostCounter | None = None
-        self._ts = Timestamps()
         self._listeners: dict[int, int] = {}
         self._listeners_at = 0.0
 
@@ -279,39 +271,12 @@ class BccNetSensor(BccSensor):
         if self.bpf is not None:
             return
         super().start()
-        bcc = load_bcc()
-        try:
-            self.bpf = bcc.BPF(text=BPF_SOURCE.encode(), cflags=[f"-DRING_PAGES={self.ring_pages}"])
-            self._ring = RingReader(self.bpf, b"events")
-        except Exception as exc:
-            cleanup_bpf(self.bpf)
-            self.bpf = None
-            raise SensorUnavailable(f"{self.name}: loading the BPF program failed: {exc}") from exc
-        self._lost = LostCounter(self.bpf[b"lost"], self, "connection records (ring buffer full)")
-        self._ts = Timestamps()
+        self._load(
+            BPF_SOURCE,
+            [f"-DRING_PAGES={self.ring_pages}"],
+            "connection records (ring buffer full)",
+        )
         log.info("sensor started", sensor=self.name, ring_kib=self.ring_pages * 4)
-
-    def events(self) -> Iterator[Event]:
-        if not self._enter_events():
-            return
-        ring, lost = self._ring, self._lost
-        assert ring is not None and lost is not None
-        try:
-            while not self.stopping.is_set():
-                batch = ring.poll(250)
-                for raw in batch:
-                    event = self.handle(raw)
-                    if event is not None:
-                        yield event
-                lost.poll(every_s=1.0)
-                if batch and self.batch_s > 0:
-                    self.stopping.wait(self.batch_s)
-            for raw in ring.poll(0):
-                event = self.handle(raw)
-                if event is not None:
-                    yield event
-        finally:
-            self._leave_events()
 
     def handle(self, raw: bytes) -> Event | None:
         rec = decode(raw)

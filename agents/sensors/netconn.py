@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from agents.sensors.base import Event, Sensor, SensorUnavailable, utc_now
+from agents.sensors.base import Event, PollingSensor, SensorUnavailable, utc_now
 from sentinel.logs import get_logger
 
 log = get_logger(__name__)
@@ -190,7 +190,7 @@ def read_proc_net() -> list[Sock]:
 
 
 # -- the sensor ----------------------------------------------------------------------------
-class NetconnSensor(Sensor):
+class NetconnSensor(PollingSensor):
     name = "netconn"
     version = "0.1.0"
     kinds = ("net",)
@@ -207,8 +207,6 @@ class NetconnSensor(Sensor):
         self._owners: dict[int, int] = {}  # socket inode -> pid
         self._socket_pids: dict[int, None] = {}  # pids that owned sockets (ordered, recent last)
         self._exe: dict[int, tuple[int, str]] = {}  # pid -> (/proc/<pid> inode, exe)
-        self._backlog: list[Event] = []
-        self._started = False
 
     def check(self) -> list[str]:
         if not sys.platform.startswith("linux"):
@@ -246,14 +244,6 @@ class NetconnSensor(Sensor):
             connections=len(self._seen),
             interval_s=self.interval_s,
         )
-
-    def events(self) -> Iterator[Event]:
-        if not self._started:
-            self.start()
-        backlog, self._backlog = self._backlog, []
-        yield from backlog
-        while not self.stopping.wait(self.interval_s):
-            yield from self.poll_once()
 
     def poll_once(self) -> list[Event]:
         """One read of the socket tables: the new connections since the last one."""

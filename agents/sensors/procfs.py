@@ -25,12 +25,17 @@ import os
 import pwd
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from agents.sensors.base import Event, Sensor, SensorUnavailable, utc_from_epoch, utc_now
+from agents.sensors.base import (
+    Event,
+    PollingSensor,
+    SensorUnavailable,
+    utc_from_epoch,
+    utc_now,
+)
 from sentinel.logs import get_logger
 
 log = get_logger(__name__)
@@ -127,7 +132,7 @@ def _boot_epoch() -> float:
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-class ProcfsSensor(Sensor):
+class ProcfsSensor(PollingSensor):
     name = "procfs"
     version = "0.1.0"
     kinds = ("proc",)
@@ -140,8 +145,6 @@ class ProcfsSensor(Sensor):
         self.kernel_threads = bool(self.option("kernel_threads", False))
         self.detect_exec = bool(self.option("detect_exec", True))
         self._table: dict[int, _Proc] = {}
-        self._backlog: list[Event] = []
-        self._started = False
 
     # -- life cycle -------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -165,14 +168,6 @@ class ProcfsSensor(Sensor):
         self._backlog = self._scan(baseline=True)
         self._started = True
         log.info("procfs.started", processes=len(self._table), interval_s=self.interval_s)
-
-    def events(self) -> Iterator[Event]:
-        if not self._started:
-            self.start()
-        backlog, self._backlog = self._backlog, []
-        yield from backlog
-        while not self.stopping.wait(self.interval_s):
-            yield from self.poll_once()
 
     def poll_once(self) -> list[Event]:
         """One scan of /proc against the table: the events since the previous scan, in order."""

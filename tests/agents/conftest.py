@@ -9,11 +9,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _sh(*cmd: str) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr.strip()}"
-    return done.stdout
+from tests.agents.sensors.helpers import sh
 
 
 @pytest.fixture
@@ -24,16 +20,16 @@ def veth_netns() -> Iterator[dict[str, str]]:
     net = int(tag, 16) % 250 + 1
     root_ip, ns_ip = f"10.201.{net}.1", f"10.201.{net}.2"
     try:
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", ns_if)
-        _sh("ip", "link", "set", ns_if, "netns", ns)
-        _sh("ip", "addr", "add", f"{root_ip}/30", "dev", root_if)
-        _sh("ip", "link", "set", root_if, "up")
-        _sh("ip", "-n", ns, "addr", "add", f"{ns_ip}/30", "dev", ns_if)
-        _sh("ip", "-n", ns, "link", "set", ns_if, "up")
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("ip", "addr", "add", f"{root_ip}/30", "dev", root_if)
+        sh("ip", "link", "set", root_if, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{ns_ip}/30", "dev", ns_if)
+        sh("ip", "-n", ns, "link", "set", ns_if, "up")
         # a permanent neighbour entry: no ARP exchange to wait for (or to hold packets)
         mac = Path(f"/sys/class/net/{root_if}/address").read_text().strip()
-        _sh(
+        sh(
             "ip",
             "-n",
             ns,

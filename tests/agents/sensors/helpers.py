@@ -5,6 +5,9 @@
         event = run.wait_for(lambda e: e["proc"]["pid"] == pid, timeout=5)
     # here the sensor has been stopped and its thread joined (within `stop_timeout`)
 
+`wait_until(found, timeout)` waits on the whole list instead (`found(events)` truthy), and
+`stop()` stops early, returning how long events() took to return.
+
 `running` calls `sensor.start()` in the caller's thread (so SensorUnavailable surfaces there and
 the baseline is taken before the body runs), then iterates `sensor.events()` in a daemon thread.
 An exception inside `events()` is re-raised by `wait_for` and on exit. `assert_contract` checks
@@ -14,6 +17,7 @@ completes them.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -32,7 +36,8 @@ class Running:
         self.sensor = sensor
         self.events: list[Event] = []
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"sensor-{sensor.name}", daemon=True)
+        self.stop_took: float | None = None
+        self.thread = threading.Thread(target=self._run, name=f"sensor-{sensor.name}", daemon=True)
 
     def _run(self) -> None:
         try:
@@ -62,15 +67,44 @@ class Running:
                     continue
             checked = len(seen)
             self._raise_error()
-            if time.monotonic() >= deadline or not self._thread.is_alive():
+            if time.monotonic() >= deadline or not self.thread.is_alive():
                 break
             time.sleep(0.02)
         shown = "\n  ".join(repr(e)[:300] for e in seen[-40:]) or "(nothing)"
-        state = "running" if self._thread.is_alive() else "ended"
+        state = "running" if self.thread.is_alive() else "ended"
         raise AssertionError(
             f"{self.sensor.name} ({state}): no matching event within {timeout:.1f}s; "
             f"{len(seen)} seen, the last ones:\n  {shown}"
         )
+
+    def wait_until(self, found: Callable[[list[Event]], Any], timeout: float = 5.0) -> Any:
+        """Wait until `found(events so far)` is truthy and return it; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._raise_error()
+            result = found(list(self.events))
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                shown = "\n  ".join(repr(e)[:300] for e in self.events[-40:]) or "(nothing)"
+                raise AssertionError(
+                    f"{self.sensor.name}: condition not met within {timeout:.1f}s; "
+                    f"{len(self.events)} seen, the last ones:\n  {shown}"
+                )
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 3.0) -> float:
+        """Stop the sensor and join its thread (once); seconds events() took to return."""
+        if self.stop_took is None:
+            began = time.monotonic()
+            self.sensor.stop()
+            self.thread.join(timeout)
+            self.stop_took = time.monotonic() - began
+            assert not self.thread.is_alive(), (
+                f"{self.sensor.name}: events() did not return within {timeout}s of stop()"
+            )
+        self._raise_error()
+        return self.stop_took
 
     def matching(self, predicate: Callable[[Event], bool]) -> list[Event]:
         """Every collected event for which `predicate` is true (no waiting)."""
@@ -115,13 +149,15 @@ def running(sensor: Sensor, *, start: bool = True, stop_timeout: float = 3.0) ->
     if start:
         sensor.start()
     run = Running(sensor)
-    run._thread.start()
+    run.thread.start()
     try:
         yield run
     finally:
-        sensor.stop()
-        run._thread.join(stop_timeout)
-    assert not run._thread.is_alive(), (
-        f"{sensor.name}: events() did not return within {stop_timeout}s of stop()"
-    )
-    run._raise_error()
+        run.stop(stop_timeout)
+
+
+def sh(*cmd: str) -> str:
+    """Run a command (ip, ...) and return its output; AssertionError with stderr on failure."""
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr.strip()}"
+    return done.stdout

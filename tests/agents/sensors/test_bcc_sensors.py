@@ -15,10 +15,9 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,8 @@ from agents.sensors.bcc_net import K_ACCEPT, K_CONNECT, BccNetSensor, net_event
 from agents.sensors.bcc_net import decode as decode_net
 from agents.sensors.xdp_flows import XdpFlowsSensor, flow_event
 from sentinel.contracts import errors
+from tests.agents.sensors.helpers import Running, sh
+from tests.agents.sensors.helpers import running as run_sensor
 
 
 def contract_errors(event: Event, sensor: Sensor) -> list[tuple[str, str]]:
@@ -52,52 +53,6 @@ def contract_errors(event: Event, sensor: Sensor) -> list[tuple[str, str]]:
         **event,
     }
     return errors("event", full)
-
-
-class Running:
-    """A started sensor whose events() runs in a thread, collecting into `events`."""
-
-    def __init__(self, sensor: Sensor) -> None:
-        self.sensor = sensor
-        self.events: list[Event] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.stop_took: float | None = None
-
-    def _run(self) -> None:
-        try:
-            for event in self.sensor.events():
-                self.events.append(event)
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> Running:
-        assert self.sensor.check() == [], f"{self.sensor.name} cannot run here"
-        self.sensor.start()
-        self.thread.start()
-        return self
-
-    def wait_for(self, found: Callable[[list[Event]], Any], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = found(list(self.events))
-            if result or time.monotonic() > deadline:
-                return result
-            assert self.error is None, f"events() failed: {self.error!r}"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        began = time.monotonic()
-        self.sensor.stop()
-        self.thread.join(5)
-        self.stop_took = time.monotonic() - began
-
-    def __exit__(self, *exc: object) -> None:
-        if self.stop_took is None:
-            self.stop()
-        assert self.error is None, f"events() failed: {self.error!r}"
-        assert not self.thread.is_alive(), "events() did not return after stop()"
-        assert self.stop_took < 1.5, f"events() took {self.stop_took:.2f}s to return after stop()"
 
 
 def procs(events: list[Event], action: str, exe: str | None = None) -> list[dict[str, Any]]:
@@ -134,7 +89,7 @@ def test_xdp_check_passes_and_names_what_is_missing() -> None:
 
 @pytest.fixture
 def exec_sensor() -> Iterator[Running]:
-    with Running(BccExecSensor()) as running:
+    with run_sensor(BccExecSensor(), stop_timeout=1.5) as running:
         yield running
 
 
@@ -146,10 +101,10 @@ def test_exec_and_exit_of_a_child(exec_sensor: Running, tmp_path: Path) -> None:
     args = ["0.6", f"0.000{digits}"]  # sleep adds its arguments up; the second one is unique
     child = subprocess.Popen([str(binary), *args], cwd=tmp_path)
     try:
-        execs = exec_sensor.wait_for(lambda ev: procs(ev, "exec", str(binary)), 2.0)
+        execs = exec_sensor.wait_until(lambda ev: procs(ev, "exec", str(binary)), 2.0)
         assert execs, "no exec event within 2 s"
         child.wait(10)
-        exits = exec_sensor.wait_for(
+        exits = exec_sensor.wait_until(
             lambda ev: [p for p in procs(ev, "exit") if p["pid"] == child.pid], 3.0
         )
     finally:
@@ -198,7 +153,7 @@ def test_no_short_lived_exec_is_missed(exec_sensor: Running, tmp_path: Path) -> 
         gone = {p["pid"] for p in procs(events, "exit") if p["pid"] in pids}
         return seen >= pids.keys() and gone >= pids.keys()
 
-    exec_sensor.wait_for(all_seen, 5.0)
+    exec_sensor.wait_until(all_seen, 5.0)
     exec_sensor.stop()
     execs = {p["pid"]: p for p in procs(exec_sensor.events, "exec", str(binary))}
     assert sorted(set(pids) - set(execs)) == [], "execs missed"
@@ -215,10 +170,10 @@ def test_no_short_lived_exec_is_missed(exec_sensor: Running, tmp_path: Path) -> 
 def test_exit_events_can_be_turned_off(tmp_path: Path) -> None:
     binary = tmp_path / f"sl-true-{uuid.uuid4().hex[:10]}"
     shutil.copy("/bin/true", binary)
-    with Running(BccExecSensor({"exit_events": False})) as running:
+    with run_sensor(BccExecSensor({"exit_events": False}), stop_timeout=1.5) as running:
         child = subprocess.Popen([str(binary)])
         child.wait()
-        assert running.wait_for(lambda ev: procs(ev, "exec", str(binary)), 2.0)
+        assert running.wait_until(lambda ev: procs(ev, "exec", str(binary)), 2.0)
         time.sleep(0.3)
     assert procs(running.events, "exit") == []
 
@@ -235,10 +190,8 @@ def test_a_full_ring_buffer_is_counted_as_lost(tmp_path: Path) -> None:
         child = subprocess.Popen([str(binary)])
         pids.add(child.pid)
         child.wait()
-    running = Running(sensor)
-    running.thread.start()  # already started: only drain now
-    time.sleep(0.5)
-    running.__exit__()
+    with run_sensor(sensor, start=False, stop_timeout=1.5) as running:  # started: drain now
+        time.sleep(0.5)
     ours = [e["proc"] for e in running.events if e["proc"]["pid"] in pids]
     lost = sensor.counters.get("lost", 0)
     assert 0 < len(ours) < 100, "a 4 KiB ring cannot hold 50 execs and exits"
@@ -375,9 +328,9 @@ def _net(events: list[Event], action: str, dst_port: int) -> list[dict[str, Any]
     ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
 )
 def test_tcp_connect_and_accept(family: int, host: str) -> None:
-    with Running(BccNetSensor()) as running:
+    with run_sensor(BccNetSensor(), stop_timeout=1.5) as running:
         port, client_port = _connect_pair(family, host)
-        both = running.wait_for(
+        both = running.wait_until(
             lambda ev: _net(ev, "connect", port) and _net(ev, "accept", port), 2.0
         )
         assert both, f"no connect and accept events for port {port}: {running.events}"
@@ -418,9 +371,9 @@ def test_accept_on_a_listener_older_than_the_sensor() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     try:
-        with Running(BccNetSensor()) as running:
+        with run_sensor(BccNetSensor(), stop_timeout=1.5) as running:
             port, client_port = _connect_pair(socket.AF_INET, "127.0.0.1", listener)
-            accepts = running.wait_for(lambda ev: _net(ev, "accept", port), 2.0)
+            accepts = running.wait_until(lambda ev: _net(ev, "accept", port), 2.0)
     finally:
         listener.close()
     assert len(accepts) == 1
@@ -490,16 +443,10 @@ def test_net_record_to_event() -> None:
 # -- xdp-flows ------------------------------------------------------------------------------
 
 
-def _sh(*cmd: str) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr.strip()}"
-    return done.stdout
-
-
 def test_xdp_counts_udp_packets_of_a_flow(veth_netns: dict[str, str]) -> None:
     n, payload, sport, dport = 25, 64, 40001, 40002
     sensor = XdpFlowsSensor({"interface": veth_netns["root_if"], "interval_s": 0.5})
-    with Running(sensor) as running:
+    with run_sensor(sensor, stop_timeout=1.5) as running:
         send = (
             "import socket\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -507,7 +454,7 @@ def test_xdp_counts_udp_packets_of_a_flow(veth_netns: dict[str, str]) -> None:
             f"for _ in range({n}):\n"
             f"    s.sendto(b'x' * {payload}, ({veth_netns['root_ip']!r}, {dport}))\n"
         )
-        _sh("ip", "netns", "exec", veth_netns["ns"], "python3", "-c", send)
+        sh("ip", "netns", "exec", veth_netns["ns"], "python3", "-c", send)
 
         def flows(events: list[Event]) -> list[dict[str, Any]]:
             return [
@@ -519,7 +466,7 @@ def test_xdp_counts_udp_packets_of_a_flow(veth_netns: dict[str, str]) -> None:
             ]
 
         # the flow may straddle two intervals: wait until all n packets are reported
-        running.wait_for(lambda ev: sum(f["packets"] for f in flows(ev)) >= n, 3.0)
+        running.wait_until(lambda ev: sum(f["packets"] for f in flows(ev)) >= n, 3.0)
     found = flows(running.events)
     assert found, f"no flow event: {running.events}"
     assert sum(f["packets"] for f in found) == n
@@ -540,21 +487,21 @@ def test_xdp_counts_udp_packets_of_a_flow(veth_netns: dict[str, str]) -> None:
         assert contract_errors(e, sensor) == []
     assert sensor.counters.get("lost", 0) == 0
     # stop() detached the program from the interface
-    link = _sh("ip", "-d", "link", "show", veth_netns["root_if"])
+    link = sh("ip", "-d", "link", "show", veth_netns["root_if"])
     assert "xdp" not in link.split("\n", 1)[0]
 
 
 def test_xdp_reports_a_full_flow_map_as_lost(veth_netns: dict[str, str]) -> None:
     n = 6
     sensor = XdpFlowsSensor({"interface": veth_netns["root_if"], "interval_s": 60, "max_flows": 2})
-    with Running(sensor):
+    with run_sensor(sensor, stop_timeout=1.5):
         send = (
             "import socket\n"
             f"for port in range(41000, 41000 + {n}):\n"
             "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
             f"    s.sendto(b'y' * 10, ({veth_netns['root_ip']!r}, port))\n"
         )
-        _sh("ip", "netns", "exec", veth_netns["ns"], "python3", "-c", send)
+        sh("ip", "netns", "exec", veth_netns["ns"], "python3", "-c", send)
         time.sleep(0.2)
     # stop() drained the partial interval: two flows fit, the other packets were counted lost
     assert sensor.counters.get("flows") == 2
