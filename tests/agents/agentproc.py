@@ -126,7 +126,14 @@ class Tail:
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
         )
-        parts = self.consumer.partitions_for_topic(topic) or set()
+        parts: set[int] = set()
+        deadline = time.monotonic() + 30  # a topic just created may not be in metadata yet
+        while not parts and time.monotonic() < deadline:
+            parts = self.consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                self.consumer.topics()  # refreshes the metadata
+                time.sleep(0.2)
+        assert parts, f"topic {topic} has no partitions in the broker's metadata"
         self.tps = [TopicPartition(topic, p) for p in sorted(parts)]
         self.consumer.assign(self.tps)
         self.consumer.seek_to_end(*self.tps)

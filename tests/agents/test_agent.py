@@ -47,12 +47,17 @@ def base_config(host: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_every_event_arrives_once_in_order_with_identity(
-    kafka: Settings, agent_process: Callable[..., AgentProcess]
+    kafka: Settings, new_topic: Callable[..., str], agent_process: Callable[..., AgentProcess]
 ) -> None:
+    # A topic of its own: these events carry current timestamps, which the detection workers
+    # of later tests would otherwise replay when they warm their windows.
+    topic = new_topic(partitions=3)
     host = host_id()
-    tail = Tail(kafka, EVENTS, host)
+    tail = Tail(kafka, topic, host)
     agent = agent_process(
-        base_config(host, sensors={"scenario": {"rate": 2000, "count": 3000, "seed": 3}})
+        base_config(
+            host, topic=topic, sensors={"scenario": {"rate": 2000, "count": 3000, "seed": 3}}
+        )
     ).start()
     try:
         events = tail.wait_count(3000, timeout_s=60)
@@ -180,10 +185,12 @@ def test_agent_side_filters_follow_the_rules_topic_hot(
     )
     send.flush()
     host = host_id()
-    tail = Tail(kafka, EVENTS, host)
+    events_topic = new_topic(partitions=3)  # its own, as above
+    tail = Tail(kafka, events_topic, host)
     agent = agent_process(
         base_config(
             host,
+            topic=events_topic,
             rules={"follow": True, "topic": rules_topic},
             sensors={"scenario": {"rate": 400, "count": 100_000, "seed": 5}},
         )
