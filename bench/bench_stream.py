@@ -50,6 +50,7 @@ def _worker(
         SENTINEL_STREAMS_APP_ID=app_id,
         SENTINEL_STREAMS_WEB_PORT=str(free_port()),
         SENTINEL_STREAMS_AUTO_OFFSET_RESET=reset,
+        SENTINEL_TRIAGE_ENABLED="false",  # detection throughput alone; bench_gateway has triage's
     )
     return spawn_worker(env, log, loglevel="warn")
 

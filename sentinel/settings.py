@@ -160,6 +160,55 @@ class Settings(BaseSettings):
         description="how Dagster runs the steps of lake jobs (k8s: one pod per step)",
     )
 
+    # --- LLM gateway (services/gateway), alert triage (streams/triage), evaluations (evals/)
+    gateway_host: str = Field("127.0.0.1", description="where `sentinel gateway serve` listens")
+    gateway_port: int = Field(8088, description="port of `sentinel gateway serve`")
+    gateway_config: Path | None = Field(
+        None,
+        description="gateway.yaml: upstreams, models, fallbacks, redaction (default: services/gateway/gateway.yaml)",
+    )
+    gateway_db_url: str | None = Field(
+        None,
+        description="API keys and usage: sqlite:///... or postgresql://... (default: sqlite:///<state_dir>/gateway/gateway.db)",
+    )
+    gateway_url: str | None = Field(
+        None,
+        description="where clients (triage, evals) reach the gateway (default: http://host:port)",
+    )
+    gateway_api_key: str | None = Field(
+        None,
+        description="the key triage and evals present; `gateway serve` registers it (all models) when set",
+    )
+    triage_enabled: bool = Field(
+        True, description="workers send high-severity alerts to the gateway"
+    )
+    triage_min_severity: Literal["low", "medium", "high", "critical"] = Field(
+        "high", description="alerts at or above this severity are triaged"
+    )
+    triage_model: str = Field("extractive-triage", description="gateway model that triages alerts")
+    triage_prompt: str = Field(
+        "triage-v1", description="prompt id under streams/triage/prompts/ used by workers"
+    )
+    triage_timeout_s: float = Field(30.0, gt=0, description="one gateway call's time limit")
+    triage_max_attempts: int = Field(
+        4, ge=1, description="gateway calls per alert before it is marked failed"
+    )
+    triage_retry_backoff_s: float = Field(
+        1.0, ge=0, description="first retry delay; doubles on every further attempt"
+    )
+    triage_concurrency: int = Field(4, ge=1, description="alerts in triage at once per worker")
+    evals_dir: Path | None = Field(
+        None, description="evaluation reports and accepted baselines (default: <state_dir>/evals)"
+    )
+    evals_models: str = Field(
+        "extractive-triage:triage-v1,extractive-triage:triage-terse",
+        description="variants the nightly evaluation compares: comma-separated model:prompt",
+    )
+    evals_judge_model: str | None = Field(
+        None,
+        description="gateway model for LLM-judge metrics (faithfulness, relevancy); unset = skipped",
+    )
+
     # --- logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
@@ -211,6 +260,25 @@ class Settings(BaseSettings):
         if self.mlflow_artifacts:
             return self.mlflow_artifacts
         return (self.state_dir / "mlflow" / "artifacts").resolve().as_uri()
+
+    @property
+    def gateway_root(self) -> Path:
+        return self.state_dir / "gateway"
+
+    @property
+    def gateway_database_url(self) -> str:
+        if self.gateway_db_url:
+            return self.gateway_db_url
+        return f"sqlite:///{(self.gateway_root / 'gateway.db').resolve()}"
+
+    @property
+    def gateway_base_url(self) -> str:
+        """Base URL of the OpenAI-compatible API, without the /v1 suffix."""
+        return (self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    @property
+    def evals_root(self) -> Path:
+        return self.evals_dir or self.state_dir / "evals"
 
     @property
     def dagster_home(self) -> Path:

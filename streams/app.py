@@ -15,7 +15,13 @@ from streams import topics as topic_declarations
 
 app = faust.App(
     "sentinel-streams",
-    autodiscover=["streams.detection", "streams.hosts", "streams.reload", "streams.scoring"],
+    autodiscover=[
+        "streams.detection",
+        "streams.hosts",
+        "streams.reload",
+        "streams.scoring",
+        "streams.triage",
+    ],
     origin="streams",
 )
 

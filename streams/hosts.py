@@ -7,6 +7,7 @@ through its changelog.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -70,6 +71,7 @@ class Health(View):
                     "adapters": rt.enricher.metrics(),
                 },
                 "scoring": rt.scoring.as_dict(),
+                "triage": dataclasses.asdict(rt.triage),
                 "uptime_s": round(time.time() - c.started, 1),
             }
         )

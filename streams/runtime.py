@@ -15,6 +15,7 @@ from streams.detection.ruleset import RuleSet
 from streams.enrichment import BatchEnrichment, Enricher
 from streams.scoring.scorer import ScoringStats
 from streams.scoring.windows import LiveWindows
+from streams.triage.triage import TriageStats
 
 # Remote answers merged into the engine's tables; past this many the tables start afresh.
 MAX_EXTRA_ENTRIES = 50_000
@@ -55,6 +56,7 @@ class Runtime:
         self.host_alerts: Counter[str] = Counter()
         self.live_windows = LiveWindows()  # counted only when scoring is enabled
         self.scoring = ScoringStats()
+        self.triage = TriageStats()  # replaced by the triage service's own when it starts
         log.info(
             "rules loaded",
             packs={p.name: p.version for p in packs},

@@ -21,5 +21,6 @@ def declare(app: faust.App) -> dict[str, Any]:
         "events": app.topic(names.EVENTS, **raw),
         "dlq": app.topic(names.EVENTS_DLQ, **raw),
         "alerts": app.topic(names.ALERTS, **raw),
+        "triaged": app.topic(names.ALERTS_TRIAGED, **raw),
         "rules": app.topic(names.RULES, **raw),
     }

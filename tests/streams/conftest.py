@@ -135,6 +135,8 @@ def stream_env(tmp_path: Path, kafka: Settings) -> Iterator[StreamEnv]:
         SENTINEL_KAFKA_BOOTSTRAP=bootstrap,
         SENTINEL_STREAMS_APP_ID=settings.streams_app_id,
         SENTINEL_LOG_FORMAT="json",
+        # Triage needs a gateway: the tests that want it start one and turn it on.
+        SENTINEL_TRIAGE_ENABLED="false",
     )
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -1,0 +1,1 @@
+"""Alert triage: high-severity alerts go to the LLM gateway with a versioned prompt."""
