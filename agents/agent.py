@@ -165,6 +165,7 @@ class Agent:
                 self.rule_filter,
                 self._stop_rules,
                 client_id=f"{self.settings.kafka_client_id}-agent-rules",
+                settings=self.settings,
             )
         log.info(
             "agent started",

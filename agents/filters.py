@@ -9,6 +9,9 @@ Across all packs, a kind is *wanted* when some pack's rules read it, or when som
 ask to drop the kinds it does not need. A wanted kind is kept at the largest sampling rate the
 packs wanting it give (1.0 when they give none); an unwanted kind is dropped at the agent. With no
 pack known yet everything is kept: an agent never drops data before it has heard from the rules.
+
+With `SENTINEL_RULES_TRUSTED_KEYS` set, a pack counts only when it carries a valid signature by a
+trusted key and asks only for allowed capabilities (sentinel/rules/signing.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import orjson
 
 from sentinel.contracts import ContractError, validate
 from sentinel.logs import get_logger
+from sentinel.rules.signing import PackVerifier, SignatureError, is_for
+from sentinel.settings import Settings, get_settings
 
 log = get_logger(__name__)
 KINDS = ("proc", "file", "net", "dns", "auth")
@@ -44,7 +49,11 @@ def rates_for(packs: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 class RuleFilter:
     """The current per-kind rates, swapped atomically when a pack arrives (thread-safe reads)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, verifier: PackVerifier | None = None, groups: frozenset[str] = frozenset()
+    ) -> None:
+        self.verifier = verifier
+        self.groups = groups
         self.packs: dict[str, dict[str, Any]] = {}
         self.rates: dict[str, float] = rates_for({})
         self.versions: dict[str, str] = {}
@@ -61,10 +70,16 @@ class RuleFilter:
             return "removed"
         try:
             pack = orjson.loads(value)
+            if self.verifier is not None:
+                if not isinstance(pack, dict):
+                    raise SignatureError("unsigned: not a JSON object")
+                self.verifier.verify(pack)
             validate("rule-pack", pack)
-        except (orjson.JSONDecodeError, ContractError) as exc:
+        except (orjson.JSONDecodeError, ContractError, SignatureError) as exc:
             self.rejected += 1
             return f"rejected: {exc}"
+        if not is_for(pack, self.groups):
+            return "skipped: deployed to another group"
         self.packs[pack["name"]] = pack
         self.versions[pack["name"]] = pack["version"]
         self._recompute()
@@ -86,10 +101,21 @@ def follow_rules(
     *,
     client_id: str = "sentinel-agent-rules",
     on_change: Callable[[str, str], None] | None = None,
+    settings: Settings | None = None,
 ) -> None:
-    """Read the whole rules topic from the start and keep following it until `stop` is set."""
+    """Read the whole rules topic from the start and keep following it until `stop` is set.
+
+    A filter built without a verifier gets the one the settings ask for (`get_settings()` when
+    none are given), so agents verify signatures whenever trusted keys are configured.
+    """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
+
+    settings = settings or get_settings()
+    if rule_filter.verifier is None:
+        rule_filter.verifier = PackVerifier.from_settings(settings)
+    if not rule_filter.groups:
+        rule_filter.groups = settings.rules_group_set
 
     while not stop.is_set():
         consumer = None

@@ -14,6 +14,8 @@ BENCHES = [
     "bench.bench_scoring",
     "bench.bench_agent_exec",
     "bench.bench_agent",
+    "bench.bench_ingest",
+    "bench.bench_gateway",
 ]
 
 

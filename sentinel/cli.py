@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.cli import app as agent_app
+from services.gateway.cli import app as gateway_app
+from services.policy.cli import app as policy_app
 from sentinel.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -46,6 +48,8 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(agent_app, name="agent")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(policy_app, name="policy")
 DEMO_EVENTS_PER_SECOND = 10.0
 
 # Piped output (CI logs, tests) is not cut at 80 columns.
@@ -637,6 +641,7 @@ def demo(
         _print_models(settings, outcome)
         return bool(outcome.success)
 
+    _embedded_gateway_key(_settings())
     try:
         run(
             _settings(),
@@ -653,6 +658,23 @@ def demo(
         raise _fail(str(exc)) from None
 
 
+def _embedded_gateway_key(settings: Settings) -> None:
+    """Give the stack one client key for the gateway when none is configured: kept under the
+    gateway's state folder, put into the environment the gateway and the worker inherit."""
+    import os
+    import secrets
+
+    if settings.gateway_api_key:
+        return
+    path = settings.gateway_root / "embedded-client.key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"sk-sentinel-{secrets.token_hex(20)}\n")
+        path.chmod(0o600)
+    os.environ["SENTINEL_GATEWAY_API_KEY"] = path.read_text().strip()
+    get_settings.cache_clear()
+
+
 def _leads_session(child: Any) -> bool:
     import os
 
@@ -665,13 +687,13 @@ def _leads_session(child: Any) -> bool:
 def dev(
     worker: Annotated[bool, typer.Option(help="start a detection worker too")] = True,
 ) -> None:
-    """Broker, topics, a detection worker and the Dagster UI together, until Ctrl-C."""
+    """Broker, topics, the LLM gateway, a detection worker and the Dagster UI, until Ctrl-C."""
     import os
     import signal
     import subprocess
 
     from orchestration.lib.runs import instance_for
-    from sentinel.demo import start_worker
+    from sentinel.demo import DemoError, start_gateway, start_worker
     from sentinel.kafka import BrokerError, ensure_contract_topics
     from sentinel.settings import PROJECT_ROOT
 
@@ -679,6 +701,7 @@ def dev(
         raise KeyboardInterrupt  # SIGTERM (a service manager, `timeout`) stops it like Ctrl-C
 
     signal.signal(signal.SIGTERM, stop)
+    _embedded_gateway_key(_settings())
     settings = _settings()
     broker = _broker()
     try:
@@ -690,6 +713,13 @@ def dev(
         out.print(f"created topics: {', '.join(created)}", highlight=False)
     children: list[subprocess.Popen[bytes]] = []
     try:
+        if worker and settings.triage_enabled:
+            log = settings.gateway_root / "dev-gateway.log"
+            try:
+                children.append(start_gateway(settings, log))
+            except DemoError as exc:
+                raise _fail(str(exc)) from None
+            out.print(f"LLM gateway at {settings.gateway_base_url}; log: {log}", highlight=False)
         if worker:
             log = settings.streams_dir / "dev-worker.log"
             children.append(start_worker(settings, log))

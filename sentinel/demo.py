@@ -37,6 +37,88 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     raise DemoError(f"the worker did not become healthy in 120 s; see {log}")
 
 
+def start_gateway(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`sentinel gateway serve` as users start it, healthy; its key comes from the environment."""
+    import sys
+    import urllib.request
+
+    sentinel = Path(sys.executable).parent / "sentinel"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(sentinel), "gateway", "serve"],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"the gateway exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{settings.gateway_base_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise DemoError(f"the gateway did not become healthy in 60 s; see {log}")
+
+
+TRIAGE_WAIT_S = 120.0
+
+
+def wait_triaged(
+    settings: Settings, alerts: dict[str, dict[str, Any]], since: dict[int, int]
+) -> dict[str, dict[str, Any]]:
+    """The triage records of this run's alerts at or above the triage severity, once all are in."""
+    from sentinel.kafka import ALERTS_TRIAGED, offsets
+    from streams.triage.triage import wants_triage
+
+    wanted = {i for i, a in alerts.items() if wants_triage(a, settings.triage_min_severity)}
+    deadline = time.monotonic() + TRIAGE_WAIT_S
+    triaged: dict[str, dict[str, Any]] = {}
+    while True:
+        for record in offsets.read_from(settings, ALERTS_TRIAGED, since):
+            value = orjson.loads(record.value)
+            triaged[value["alert_id"]] = value
+        if wanted <= triaged.keys():
+            return {i: triaged[i] for i in wanted}
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"{len(wanted - triaged.keys())} of {len(wanted)} alerts were not triaged "
+                f"within {TRIAGE_WAIT_S:.0f} s; see the worker and gateway logs"
+            )
+        time.sleep(1)
+
+
+def print_triage(console: Console, triaged: dict[str, dict[str, Any]]) -> None:
+    table = Table("status", "verdict", "records", "model", "prompt", title="triage by verdict")
+    rows: Counter[tuple[str, str, str, str]] = Counter(
+        (
+            t.get("status", "triaged"),
+            t["verdict"],
+            t["model"]["name"],
+            f"{t['prompt']['id']} ({t['prompt']['sha256'][:12]})",
+        )
+        for t in triaged.values()
+    )
+    for (status, verdict, model, prompt), n in sorted(rows.items()):
+        table.add_row(status, verdict, f"{n:,}", model, prompt)
+    console.print(table)
+    example = next(
+        (t for t in triaged.values() if t["verdict"] == "true_positive"),
+        next(iter(triaged.values()), None),
+    )
+    if example is not None:
+        console.print(
+            f"e.g. {example['rule_id']} on {example['host_id']}: {example['summary']}",
+            highlight=False,
+            markup=False,
+        )
+
+
 STALL_S = 90.0
 
 
@@ -128,6 +210,7 @@ def run(
 ) -> None:
     from sentinel.kafka import (
         ALERTS,
+        ALERTS_TRIAGED,
         EVENTS,
         EVENTS_DLQ,
         BrokerError,
@@ -139,6 +222,7 @@ def run(
     broker = EmbeddedBroker(settings, say=lambda line: console.print(line, highlight=False))
     started_here = settings.kafka_embedded and broker.pid() is None
     worker: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
     console.rule("1. Kafka broker")
     try:
         console.print(broker.start().describe(), highlight=False)
@@ -149,7 +233,17 @@ def run(
         created, present = ensure_contract_topics(settings)
         console.print(f"created: {', '.join(created) or '-'}; already there: {len(present)}")
 
-        console.rule("3. detection worker (faust -A streams.app worker)")
+        if settings.triage_enabled:
+            console.rule("3. LLM gateway (sentinel gateway serve)")
+            gateway_log = settings.gateway_root / "demo-gateway.log"
+            gateway = start_gateway(settings, gateway_log)
+            console.print(
+                f"gateway healthy at {settings.gateway_base_url}; triage model "
+                f"{settings.triage_model}, prompt {settings.triage_prompt}; log: {gateway_log}",
+                highlight=False,
+            )
+
+        console.rule("3b. detection worker (faust -A streams.app worker)")
         log = settings.streams_dir / "demo-worker.log"
         worker = start_worker(settings, log)
         console.print(
@@ -157,7 +251,10 @@ def run(
         )
         # Events left by earlier runs are processed first, so this run's counts are its own.
         worker = catch_up(settings, worker, log)
-        before = {t: offsets.end_offsets(settings, t) for t in (EVENTS, EVENTS_DLQ, ALERTS)}
+        before = {
+            t: offsets.end_offsets(settings, t)
+            for t in (EVENTS, EVENTS_DLQ, ALERTS, ALERTS_TRIAGED)
+        }
 
         console.rule(f"4. replay 'mixed': {count:,} events + {malformed} malformed, seed {seed}")
         replay(count, seed, malformed)
@@ -207,6 +304,16 @@ def run(
             console.print(f"  dead letter: {n} x {reason}", highlight=False, markup=False)
         if len(dead) != malformed:
             raise DemoError(f"expected {malformed} dead letters, found {len(dead)}")
+        if settings.triage_enabled:
+            console.rule(
+                f"6b. triage: alerts at or above '{settings.triage_min_severity}' -> "
+                f"{ALERTS_TRIAGED}"
+            )
+            triaged = wait_triaged(settings, alerts, before[ALERTS_TRIAGED])
+            print_triage(console, triaged)
+            failed = [t for t in triaged.values() if t.get("status") == "failed"]
+            if failed:
+                raise DemoError(f"{len(failed)} triage records failed: {failed[0].get('error')}")
         if lake is not None:
             console.rule("7. the lake: lake_hourly (land bronze, dbt silver and gold, gates)")
             if not lake():
@@ -216,9 +323,10 @@ def run(
             if not models():
                 raise DemoError("models_daily failed; see the run in the Dagster UI (make dev)")
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            worker.wait(timeout=60)
+        for child in (worker, gateway):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=60)
         if started_here and not keep_running:
             broker.stop()
         elif settings.kafka_embedded:

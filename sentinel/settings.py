@@ -209,6 +209,47 @@ class Settings(BaseSettings):
         description="gateway model for LLM-judge metrics (faithfulness, relevancy); unset = skipped",
     )
 
+    # --- policy (services/policy: signed packs, deploy, RBAC, audit, HTTP ingest)
+    policy_host: str = Field("127.0.0.1", description="where `sentinel policy serve` listens")
+    policy_port: int = Field(8089, description="port of `sentinel policy serve`")
+    policy_db_url: str | None = Field(
+        None,
+        description="packs, users, audit: sqlite:///... or postgresql://... (default: sqlite:///<state_dir>/policy/policy.db)",
+    )
+    policy_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 private key file the service signs approved packs with (default: <state_dir>/policy/keys/, created on first start)",
+    )
+    policy_bootstrap_admin_key: str | None = Field(
+        None, description="API key of an 'admin' user created on start when no admin exists"
+    )
+    policy_rules_topic: str = Field(
+        "sentinel.rules.v1", description="where deployments publish signed packs"
+    )
+    policy_events_topic: str = Field(
+        "sentinel.events.v1", description="where POST /ingest produces the valid events"
+    )
+    policy_ingest_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest POST /ingest body (413 above)"
+    )
+    policy_ingest_max_events: int = Field(
+        10_000, ge=1, description="most events in one POST /ingest batch (413 above)"
+    )
+    policy_upload_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest pack upload (413 above)"
+    )
+    rules_trusted_keys: Path | None = Field(
+        None,
+        description="public key file or folder of *.pub; when set, workers and agents run only packs signed by one of them",
+    )
+    rules_allowed_capabilities: str = Field(
+        "enrich", description="capabilities a signed pack's rules may ask for, comma-separated"
+    )
+    rules_groups: str = Field(
+        "",
+        description="deployment groups this worker or agent belongs to (comma-separated), e.g. canary",
+    )
+
     # --- logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
@@ -275,6 +316,24 @@ class Settings(BaseSettings):
     def gateway_base_url(self) -> str:
         """Base URL of the OpenAI-compatible API, without the /v1 suffix."""
         return (self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    @property
+    def policy_root(self) -> Path:
+        return self.state_dir / "policy"
+
+    @property
+    def policy_database_url(self) -> str:
+        if self.policy_db_url:
+            return self.policy_db_url
+        return f"sqlite:///{(self.policy_root / 'policy.db').resolve()}"
+
+    @property
+    def rules_capabilities(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.rules_allowed_capabilities.split(",") if c.strip())
+
+    @property
+    def rules_group_set(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.rules_groups.split(",") if g.strip())
 
     @property
     def evals_root(self) -> Path:

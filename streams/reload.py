@@ -2,6 +2,8 @@
 
 Each worker reads the whole topic (no consumer group), so every worker sees every pack. A valid,
 newer pack is compiled and swapped in atomically; a broken one is logged and the old rules run on.
+With `SENTINEL_RULES_TRUSTED_KEYS` set, a pack must also carry a valid signature by one of those
+keys and ask only for allowed capabilities (sentinel/rules/signing.py), or it is rejected.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from sentinel.kafka import RULES
 from sentinel.logs import get_logger
+from sentinel.rules.signing import PackVerifier
 from streams.app import app
 from streams.runtime import runtime
 
@@ -22,6 +25,14 @@ log = get_logger(__name__)
 @app.task
 async def follow_rule_packs() -> None:
     rt = runtime()
+    rt.ruleset.verifier = PackVerifier.from_settings(rt.settings)
+    rt.ruleset.groups = rt.settings.rules_group_set
+    if rt.ruleset.verifier is not None:
+        log.info(
+            "rule packs must be signed",
+            trusted_keys=sorted(rt.ruleset.verifier.trusted),
+            capabilities=sorted(rt.ruleset.verifier.allowed_capabilities),
+        )
     while True:
         consumer = AIOKafkaConsumer(
             RULES,

@@ -12,6 +12,7 @@ from sentinel_rhai import RuleEngine, RuleError
 
 from sentinel.logs import get_logger
 from sentinel.rules import Pack, PackError, RuleSpec, load_pack, pack_from_message
+from sentinel.rules.signing import PackVerifier, SignatureError, deployment_of, is_for
 
 log = get_logger(__name__)
 
@@ -32,8 +33,16 @@ class Offer:
 class RuleSet:
     """One engine plus the packs compiled into it; every change swaps the whole set atomically."""
 
-    def __init__(self, engine: RuleEngine | None = None) -> None:
+    def __init__(
+        self,
+        engine: RuleEngine | None = None,
+        verifier: PackVerifier | None = None,
+        groups: frozenset[str] = frozenset(),
+    ) -> None:
         self.engine = engine or RuleEngine()
+        # With a verifier, only packs signed by a trusted key with allowed capabilities run.
+        self.verifier = verifier
+        self.groups = groups
         self.packs: dict[str, Pack] = {}
         self.rules: dict[str, tuple[Pack, RuleSpec]] = {}
         self.engine_version = str(sentinel_rhai.__version__)
@@ -56,14 +65,23 @@ class RuleSet:
         self.reloads += 1
 
     def offer(self, raw: bytes) -> Offer:
-        """Apply a pack message from `sentinel.rules.v1` if it is valid and newer than ours."""
+        """Apply a pack message from `sentinel.rules.v1` if it is valid, signed when a verifier
+        is set, meant for us, and newer than ours (or a signed rollback the service published)."""
         try:
-            pack = pack_from_message(orjson.loads(raw))
-        except (orjson.JSONDecodeError, PackError, KeyError, TypeError) as exc:
+            message = orjson.loads(raw)
+            if not isinstance(message, dict):
+                raise PackError("rule-pack message: not a JSON object")
+            if self.verifier is not None:
+                self.verifier.verify(message)
+            pack = pack_from_message(message)
+        except (orjson.JSONDecodeError, PackError, SignatureError, KeyError, TypeError) as exc:
             return Offer(False, f"rejected: {exc}")
+        target, rollback = deployment_of(message)
+        if not is_for(message, self.groups):
+            return Offer(False, f"skipped: {pack.name} {pack.version} is for group '{target}'")
         current = self.packs.get(pack.name)
         if current is not None:
-            if _version_key(pack.version) < _version_key(current.version):
+            if _version_key(pack.version) < _version_key(current.version) and not rollback:
                 return Offer(
                     False, f"ignored: {pack.name} {pack.version} is older than {current.version}"
                 )

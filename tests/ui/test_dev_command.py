@@ -46,10 +46,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_dev_serves_the_ui_and_a_worker_and_stops_them_all_on_sigterm(
+def test_dev_serves_the_ui_a_gateway_and_a_worker_and_stops_them_all_on_sigterm(
     kafka: Settings, tmp_path: Path
 ) -> None:
-    ui, web = free_port(), free_port()
+    ui, web, gateway = free_port(), free_port(), free_port()
     env = dict(
         os.environ,
         SENTINEL_STATE_DIR=str(tmp_path / "state"),
@@ -57,6 +57,7 @@ def test_dev_serves_the_ui_and_a_worker_and_stops_them_all_on_sigterm(
         SENTINEL_KAFKA_EXTERNAL="true",  # the session broker belongs to the test run
         SENTINEL_DAGSTER_PORT=str(ui),
         SENTINEL_STREAMS_WEB_PORT=str(web),
+        SENTINEL_GATEWAY_PORT=str(gateway),
         SENTINEL_STREAMS_APP_ID=f"test-dev-{uuid.uuid4().hex[:8]}",
         SENTINEL_LAKE_AUTOMATION="false",
     )
@@ -70,8 +71,8 @@ def test_dev_serves_the_ui_and_a_worker_and_stops_them_all_on_sigterm(
     )
     try:
         deadline = time.monotonic() + 180
-        ui_ok = worker_ok = False
-        while time.monotonic() < deadline and not (ui_ok and worker_ok):
+        ui_ok = worker_ok = gateway_ok = False
+        while time.monotonic() < deadline and not (ui_ok and worker_ok and gateway_ok):
             assert dev.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
             try:
                 ui_ok = (
@@ -79,12 +80,24 @@ def test_dev_serves_the_ui_and_a_worker_and_stops_them_all_on_sigterm(
                 )
                 health = httpx.get(f"http://127.0.0.1:{web}/health", timeout=2).json()
                 worker_ok = health.get("status") == "ok"
+                gateway_ok = (
+                    httpx.get(f"http://127.0.0.1:{gateway}/health", timeout=2).status_code == 200
+                )
             except httpx.HTTPError:
                 pass
             time.sleep(1)
-        assert ui_ok and worker_ok, (tmp_path / "dev.log").read_text()[-3000:]
+        assert ui_ok and worker_ok and gateway_ok, (tmp_path / "dev.log").read_text()[-3000:]
+        key = (tmp_path / "state" / "gateway" / "embedded-client.key").read_text().strip()
+        models = httpx.get(
+            f"http://127.0.0.1:{gateway}/v1/models",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
+        ).json()
+        assert "extractive-triage" in {m["id"] for m in models["data"]}
         children = _children_of(dev.pid)
-        assert children, "the UI and the worker run as children of `sentinel dev`"
+        assert len(children) >= 3, (
+            "the gateway, the worker and the UI are children of `sentinel dev`"
+        )
 
         dev.send_signal(signal.SIGTERM)
         assert dev.wait(timeout=90) == 0, (tmp_path / "dev.log").read_text()[-3000:]

@@ -1,0 +1,1 @@
+"""Sentinel Lab services: the LLM gateway and the policy orchestrator."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible LLM gateway in front of vLLM (keys, quotas, fallbacks, logs, tools)."""
