@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.defs import features, ingest, lake, models, quality
+from orchestration.defs import evals, features, ingest, lake, models, quality
 from orchestration.lib.resources import build_resources
 from sentinel.settings import Settings, get_settings
 
@@ -30,7 +30,7 @@ def executor_for(settings: Settings) -> Any:
 def build(settings: Settings, resources: dict[str, Any] | None = None) -> dg.Definitions:
     """The code location for `settings`; `resources` replaces the ones built from them."""
     merged = dg.Definitions.merge(
-        *(domain.build(settings) for domain in (ingest, lake, quality, features, models))
+        *(domain.build(settings) for domain in (ingest, lake, quality, features, models, evals))
     )
     wired = dg.Definitions(
         resources=resources or build_resources(settings), executor=executor_for(settings)

@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.cli import app as agent_app
+from evals.cli import app as evals_app
+from sentinel.settings import Settings, get_settings
 from services.gateway.cli import app as gateway_app
 from services.policy.cli import app as policy_app
-from sentinel.settings import Settings, get_settings
 
 app = typer.Typer(
     name="sentinel",
@@ -50,6 +51,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(agent_app, name="agent")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(policy_app, name="policy")
+app.add_typer(evals_app, name="evals")
 DEMO_EVENTS_PER_SECOND = 10.0
 
 # Piped output (CI logs, tests) is not cut at 80 columns.
@@ -641,6 +643,28 @@ def demo(
         _print_models(settings, outcome)
         return bool(outcome.success)
 
+    def evaluations() -> bool:
+        import os
+
+        from evals.cli import run as run_evals
+
+        settings = _settings()
+        if not settings.gateway_url:  # the demo's own gateway, not one in this process
+            os.environ["SENTINEL_GATEWAY_URL"] = settings.gateway_base_url
+            get_settings.cache_clear()
+        try:
+            run_evals(
+                models=None,
+                dataset=None,
+                out_dir=None,
+                thresholds=None,
+                cases=None,
+                no_mlflow=False,
+            )
+        except typer.Exit as exc:
+            return exc.exit_code == 0
+        return True
+
     _embedded_gateway_key(_settings())
     try:
         run(
@@ -653,6 +677,7 @@ def demo(
             replay=produce,
             lake=lake,
             models=models,
+            evals=evaluations,
         )
     except DemoError as exc:
         raise _fail(str(exc)) from None

@@ -207,6 +207,7 @@ def run(
     replay: Any,
     lake: Any = None,
     models: Any = None,
+    evals: Any = None,
 ) -> None:
     from sentinel.kafka import (
         ALERTS,
@@ -322,6 +323,10 @@ def run(
             console.rule("8. models: models_daily (train, register, promote, drift) in MLflow")
             if not models():
                 raise DemoError("models_daily failed; see the run in the Dagster UI (make dev)")
+        if evals is not None and gateway is not None:
+            console.rule("9. nightly evaluation: the triage prompts on the golden set (ragas)")
+            if not evals():
+                raise DemoError("the triage evaluation failed its gate; see the report above")
     finally:
         for child in (worker, gateway):
             if child is not None and child.poll() is None:

@@ -114,7 +114,8 @@ class GatewayTriage:
         meta = {
             "model": completion.get("model") or self.settings.triage_model,
             "provider": response.headers.get("x-sentinel-upstream"),
-            "fallback": response.headers.get("x-sentinel-fallback", "").lower() == "true",
+            # The gateway says which upstream answered and how many failed before it.
+            "fallback": response.headers.get("x-sentinel-fallbacks", "0") not in ("", "0"),
             "usage": completion.get("usage") or {},
         }
         return answer.as_dict(), meta

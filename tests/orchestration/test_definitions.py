@@ -32,6 +32,7 @@ GROUPS = {
     "quality": {"silver_dead_letters"},
     "features": {"feast_repository", "online_features"},
     "models": {"host_anomaly_model", "feature_drift"},
+    "evals": {"triage_eval_report"},
 }
 GATES = {
     "silver_events",
@@ -107,6 +108,10 @@ def test_the_asset_graph_has_the_assets_groups_and_gates_of_the_lake() -> None:
         dg.AssetCheckKey(dg.AssetKey("feature_drift"), "feature_drift_check")
     )
     assert not drift.blocking
+    gate = graph.get_check_spec(
+        dg.AssetCheckKey(dg.AssetKey("triage_eval_report"), "triage_eval_gate_check")
+    )
+    assert gate.blocking  # a failed evaluation gate is an error, not a warning
 
 
 def test_jobs_schedules_and_sensors_are_wired_to_the_settings() -> None:
@@ -131,6 +136,11 @@ def test_jobs_schedules_and_sensors_are_wired_to_the_settings() -> None:
     models = on.resolve_schedule_def("models_daily_schedule")
     assert (models.cron_schedule, models.job_name) == ("30 2 * * *", "models_daily")
     assert off.resolve_schedule_def("models_daily_schedule").default_status == (
+        dg.DefaultScheduleStatus.STOPPED
+    )
+    evals = on.resolve_schedule_def("nightly_evals_schedule")
+    assert (evals.cron_schedule, evals.job_name) == ("0 2 * * *", "nightly_evals")
+    assert off.resolve_schedule_def("nightly_evals_schedule").default_status == (
         dg.DefaultScheduleStatus.STOPPED
     )
     assert hourly.executor_def.name == "multiprocess"

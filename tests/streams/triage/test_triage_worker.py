@@ -83,6 +83,8 @@ def test_high_severity_alerts_are_triaged_with_prompt_and_model(
         assert record["prompt"] == prompt.ref
         assert record["model"]["name"] == "extractive-triage"
         assert record["model"]["prompt_version"] == "triage-v1@1.0.0"
+        assert record["model"]["provider"] == "extractive"
+        assert record["model"]["fallback"] is False
         alert = alerts[alert_id]
         assert (record["rule_id"], record["host_id"]) == (alert["rule"]["id"], alert["host"]["id"])
         host = alert["host"].get("name") or alert["host"]["id"]
