@@ -34,6 +34,7 @@ import orjson
 
 from agents.config import AgentConfig
 from agents.filters import RuleFilter, follow_rules
+from agents.heartbeat import report_pack_versions
 from agents.replay import timestamp_ms, traceparent
 from agents.scenarios.ids import stamper
 from agents.sensors import Sensor, SensorUnavailable, create
@@ -42,6 +43,7 @@ from sentinel.contracts import errors as contract_errors
 from sentinel.contracts import validator
 from sentinel.logs import get_logger
 from sentinel.settings import Settings
+from sentinel.tracing import SpanKind, flush, traceparent_of, tracer
 
 log = get_logger(__name__)
 
@@ -134,6 +136,8 @@ class Agent:
             kind: config.policy(kind) for kind in ("proc", "file", "net", "dns", "auth")
         }
         self._rejected_path = self.dir / "rejected.jsonl"
+        self.tracer = tracer(settings, "sentinel-agent")  # one `agent.ship` span per chunk
+        self._metrics_server: Any = None
         self.started_at = time.time()
         self.connected = False
 
@@ -156,6 +160,7 @@ class Agent:
             raise SensorUnavailable(f"no sensor can run on this host ({reasons})")
         self._spawn("spool-writer", self._write_loop)
         self._spawn("shipper", self._ship_loop)
+        self._serve_metrics()
         if self.config.rules.follow:
             self._spawn(
                 "rules",
@@ -166,6 +171,14 @@ class Agent:
                 self._stop_rules,
                 client_id=f"{self.settings.kafka_client_id}-agent-rules",
                 settings=self.settings,
+            )
+            self._spawn(
+                "heartbeat",
+                report_pack_versions,
+                self.settings,
+                self.host["id"],
+                self.rule_filter,
+                self._stop_rules,
             )
         log.info(
             "agent started",
@@ -214,6 +227,10 @@ class Agent:
         self.spool.close()
         stats = self.stats()
         self._write_stats(stats)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        flush()
         self._lock_file.close()  # releases the lock
         log.info("agent stopped", **_flat(stats))
         return stats
@@ -417,16 +434,39 @@ class Agent:
             await producer.stop()
 
     async def _ship(self, producer: Any, partition: int, chunk: Chunk) -> str:
-        """Send a chunk as one batch and wait for its ack: "ok", "stopped" or the error."""
+        """Send a chunk as one batch and wait for its ack: "ok", "stopped" or the error.
+
+        The chunk is one `agent.ship` span; its context is the `traceparent` of every record.
+        """
+        with self.tracer.start_as_current_span(
+            "agent.ship",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "host.id": self.host["id"],
+                "messaging.destination.name": self.config.topic,
+                "messaging.destination.partition.id": partition,
+                "messaging.batch.message_count": len(chunk.records),
+            },
+        ) as span:
+            outcome = await self._send_chunk(producer, partition, chunk, traceparent_of(span))
+            span.set_attribute(
+                "agent.outcome", outcome if outcome in ("ok", "stopped") else "error"
+            )
+            return outcome
+
+    async def _send_chunk(
+        self, producer: Any, partition: int, chunk: Chunk, header: str | None
+    ) -> str:
         from aiokafka.errors import KafkaError
 
         batch = producer.create_batch()
+        shared = [("traceparent", header.encode())] if header else None
         for payload in chunk.records:
             appended = batch.append(
                 key=self.key,
                 value=payload,
                 timestamp=_event_ms(payload),
-                headers=[("traceparent", traceparent())],
+                headers=shared or [("traceparent", traceparent())],  # tracing off: per event
             )
             if appended is None:  # cannot happen below _MAX_CHUNK_BYTES; never drop silently
                 return f"a chunk of {chunk.bytes} bytes did not fit one batch"
@@ -444,6 +484,22 @@ class Agent:
             return repr(exc)
 
     # -- state ------------------------------------------------------------------------------
+    def _serve_metrics(self) -> None:
+        """Prometheus /metrics on `metrics_port` (agent.yaml), read from `stats()` per scrape."""
+        if self.config.metrics_port is None:
+            return
+        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+        from sentinel.metrics import Snapshot
+
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        registry.register(Snapshot(lambda: _metric_families(self.stats())))
+        self._metrics_server, _ = start_http_server(
+            self.config.metrics_port, self.config.metrics_host, registry=registry
+        )
+        log.info("metrics served", port=self._metrics_server.server_port)
+
     def stats(self) -> dict[str, Any]:
         spool = self.spool.stats()
         return {
@@ -473,6 +529,63 @@ def _flat(stats: dict[str, Any]) -> dict[str, Any]:
     flat["spool_pending"] = stats["spool"]["pending"]
     flat["connected"] = stats["connected"]
     return flat
+
+
+def _metric_families(stats: dict[str, Any]) -> list[Any]:
+    """The agent's counters (`stats()`) as Prometheus families, `sentinel_agent_*`."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    def counter(name: str, doc: str, value: float) -> Any:
+        return CounterMetricFamily(f"sentinel_agent_{name}", doc, value=value)
+
+    def gauge(name: str, doc: str, value: float) -> Any:
+        return GaugeMetricFamily(f"sentinel_agent_{name}", doc, value=value)
+
+    spool = stats["spool"]
+    families = [
+        counter(
+            "events_accepted", "events queued after sampling, filters and checks", stats["accepted"]
+        ),
+        counter("events_produced", "events acknowledged by Kafka", stats["produced"]),
+        counter("events_dropped", "events lost: queue full or spool cap", stats["dropped"]),
+        counter(
+            "events_rejected",
+            "events failing the contract or size (rejected.jsonl)",
+            stats["invalid"],
+        ),
+        counter("events_sampled", "events left out by sampling", stats["sampled"]),
+        counter(
+            "events_filtered", "events left out by the rule packs' agent filters", stats["filtered"]
+        ),
+        counter("events_resent", "events sent again after a failed delivery", stats["resent"]),
+        counter("send_errors", "chunks whose delivery failed", stats["send_errors"]),
+        gauge("queue_depth", "events in the in-memory queue", stats["queue"]),
+        gauge(
+            "spool_pending_records", "records in the spool not yet acknowledged", spool["pending"]
+        ),
+        gauge("spool_bytes", "bytes of the spool's segments on disk", spool["bytes"]),
+        counter(
+            "spool_corrupt_records", "spool records lost to a checksum mismatch", spool["corrupt"]
+        ),
+        gauge(
+            "connected", "1 while the broker takes the agent's chunks", float(stats["connected"])
+        ),
+        gauge("uptime_seconds", "seconds since the agent started", stats["uptime_s"]),
+    ]
+    per_sensor = CounterMetricFamily(
+        "sentinel_agent_sensor_events", "per-sensor counters", labels=["sensor", "counter"]
+    )
+    for sensor, counters in sorted(stats["sensors"].items()):
+        for name, value in sorted(counters.items()):
+            per_sensor.add_metric([sensor, name], value)
+    unavailable = GaugeMetricFamily(
+        "sentinel_agent_sensor_unavailable",
+        "1 for a sensor that could not start",
+        labels=["sensor"],
+    )
+    for sensor in sorted(stats["unavailable"]):
+        unavailable.add_metric([sensor], 1.0)
+    return [*families, per_sensor, unavailable]
 
 
 def _event_ms(payload: bytes) -> int | None:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from sentinel.console import err, out
 
 app = typer.Typer(
     help="The host agent: sensors -> disk spool -> sentinel.events.v1.", no_args_is_help=True
 )
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ConfigOption = Annotated[
     Path | None,

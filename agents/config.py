@@ -61,6 +61,10 @@ class AgentConfig(_Strict):
     )
     max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger events are rejected")
     stats_interval_s: float = Field(10.0, gt=0)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus /metrics on this port; off when unset"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics server binds")
     shutdown_timeout_s: float = Field(10.0, ge=0, description="time to ship the spool on stop")
     kinds: dict[Kind, KindPolicy] = Field(default_factory=dict)
     spool: SpoolConfig = SpoolConfig()

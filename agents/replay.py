@@ -19,6 +19,7 @@ import orjson
 
 from sentinel.kafka.clients import async_producer
 from sentinel.settings import Settings
+from sentinel.tracing import SpanKind, flush, traceparent_of, tracer
 
 Record = dict[str, Any] | bytes
 Progress = Callable[[int], None]
@@ -53,7 +54,7 @@ class ReplaySummary:
 
 
 def traceparent() -> bytes:
-    """A fresh W3C trace context (version 00, sampled): each replayed event starts a trace."""
+    """A fresh W3C trace context (version 00, sampled), for records sent while tracing is off."""
     hexed = _trace_rng.randbytes(24).hex()
     return f"00-{hexed[:32]}-{hexed[32:]}-01".encode()
 
@@ -103,6 +104,7 @@ def replay_to_kafka(
 
     Records are packed into per-partition batches (aiokafka's batch API, the same murmur2
     partitioner as the Java client), which is several times faster than one send per record.
+    Each batch is one `replay.batch` span, whose context is every record's `traceparent`.
     """
     return asyncio.run(_replay(records, settings, topic, rate, progress))
 
@@ -117,6 +119,7 @@ async def _replay(
     from aiokafka.partitioner import DefaultPartitioner
 
     summary = ReplaySummary(target=topic)
+    spans = tracer(settings, "sentinel-replay")
     producer = async_producer(settings)
     await producer.start()
     try:
@@ -124,11 +127,29 @@ async def _replay(
         partitioner = DefaultPartitioner()
         partition_of: dict[bytes, int] = {}  # murmur2 in pure Python: once per key, not per record
         open_batches: dict[int, tuple[Any, int]] = {}  # partition -> (batch, records in it)
+        batch_spans: dict[int, tuple[Any, list[tuple[str, bytes]] | None]] = {}
         in_flight: list[tuple[asyncio.Future[Any], int]] = []
+
+        def open_batch(partition: int) -> tuple[Any, int]:
+            span = spans.start_span(
+                "replay.batch",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": partition,
+                },
+            )
+            header = traceparent_of(span)
+            batch_spans[partition] = (span, [("traceparent", header.encode())] if header else None)
+            return producer.create_batch(), 0
 
         async def ship(partition: int) -> None:
             batch, count = open_batches.pop(partition)
-            in_flight.append((await producer.send_batch(batch, topic, partition=partition), count))
+            span, _ = batch_spans.pop(partition)
+            span.set_attribute("messaging.batch.message_count", count)
+            delivered = await producer.send_batch(batch, topic, partition=partition)
+            delivered.add_done_callback(lambda _: span.end())
+            in_flight.append((delivered, count))
 
         # Paced replays flush often so that latency stays low; bulk replays fill batches.
         check_every = 100 if rate else 1000
@@ -141,15 +162,16 @@ async def _replay(
                 partition = partition_of.get(key, -1)
                 if partition < 0:
                     partition = partition_of[key] = partitioner(key, partitions, partitions)
-            headers = [("traceparent", traceparent())]
             # Kafka timestamp = event time, so consumers can seek by event time.
             stamp = timestamp_ms(record)
             entry = open_batches.get(partition)
             if entry is None:
-                entry = open_batches[partition] = (producer.create_batch(), 0)
+                entry = open_batches[partition] = open_batch(partition)
+            headers = batch_spans[partition][1] or [("traceparent", traceparent())]
             if entry[0].append(key=key, value=value, timestamp=stamp, headers=headers) is None:
                 await ship(partition)  # full: send it and start the next one
-                entry = open_batches[partition] = (producer.create_batch(), 0)
+                entry = open_batches[partition] = open_batch(partition)
+                headers = batch_spans[partition][1] or [("traceparent", traceparent())]
                 if entry[0].append(key=key, value=value, timestamp=stamp, headers=headers) is None:
                     summary.errors += 1
                     summary.first_error = (
@@ -179,6 +201,7 @@ async def _replay(
         summary.elapsed_s = time.perf_counter() - started
     finally:
         await producer.stop()
+        flush()  # the spans of this replay are in their file when it returns
     if progress:
         progress(summary.sent)
     return summary

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from sentinel.console import err, out, settings_or_exit
 
 app = typer.Typer(
     help="LLM triage evaluations: golden dataset, ragas metrics, reports, the gate.",
     no_args_is_help=True,
 )
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 @app.callback()
@@ -54,21 +52,14 @@ def run(
 ) -> None:
     """Evaluate every variant on the golden dataset through the gateway, write the reports,
     and exit 1 when the gate fails (a variant below its thresholds or regressed)."""
-    from pydantic import ValidationError
-
     from evals.client import GatewayCallError
     from evals.dataset import DEFAULT_DATASET, DatasetError
     from evals.evaluate import evaluate
     from evals.gate import DEFAULT_THRESHOLDS, ThresholdsError
     from evals.runner import VariantError, parse_variants
     from sentinel.logs import configure_logging
-    from sentinel.settings import get_settings
 
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        err.print(f"[red]configuration error[/]: {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    settings = settings_or_exit()
     configure_logging(settings)
     # One line per gateway request would drown the progress; the gateway's request log keeps them.
     logging.getLogger("services.gateway.requests").setLevel(logging.WARNING)

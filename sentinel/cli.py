@@ -15,12 +15,15 @@ from typing import Annotated, Any
 import orjson
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from agents.cli import app as agent_app
 from evals.cli import app as evals_app
+from sentinel.console import err, out
+from sentinel.console import fail as _fail
+from sentinel.console import settings_or_exit as _settings
 from sentinel.settings import Settings, get_settings
+from sentinel.tracecli import app as trace_app
 from services.gateway.cli import app as gateway_app
 from services.policy.cli import app as policy_app
 
@@ -52,32 +55,14 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(policy_app, name="policy")
 app.add_typer(evals_app, name="evals")
+app.add_typer(trace_app, name="trace")
 DEMO_EVENTS_PER_SECOND = 10.0
-
-# Piped output (CI logs, tests) is not cut at 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        for problem in exc.errors():
-            field = ".".join(str(p) for p in problem["loc"])
-            err.print(f"[red]configuration error[/]: SENTINEL_{field.upper()}: {problem['msg']}")
-        raise typer.Exit(2) from None
 
 
 def _broker() -> Any:
     from sentinel.kafka import EmbeddedBroker
 
     return EmbeddedBroker(_settings(), say=lambda line: err.print(line, highlight=False))
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/]: {message}", highlight=False)
-    return typer.Exit(code)
 
 
 # ------------------------------------------------------------------ kafka

@@ -17,13 +17,14 @@ import orjson
 
 from sentinel.settings import PROJECT_ROOT
 
-KINDS = ("event", "alert", "rule-pack", "triage")
+KINDS = ("event", "alert", "rule-pack", "triage", "heartbeat")
 # The `schema` field of each message names its contract, so a file of mixed kinds validates too.
 SCHEMA_IDS = {
     "sentinel.event/1": "event",
     "sentinel.alert/1": "alert",
     "sentinel.rule-pack/1": "rule-pack",
     "sentinel.triage/1": "triage",
+    "sentinel.heartbeat/1": "heartbeat",
 }
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
 

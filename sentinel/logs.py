@@ -57,6 +57,10 @@ def configure_logging(settings: Settings, *, install_handler: bool = True) -> No
     root.setLevel(level)
     # kafka-python is chatty about every connection and every slow poll.
     logging.getLogger("kafka").setLevel(max(level, logging.ERROR))
+    # httpx logs every request at info: the gateway's request log has them.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    # rouge-score (ragas' ROUGE) says "Using default tokenizer." for every score.
+    logging.getLogger("absl").setLevel(max(level, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

@@ -226,6 +226,13 @@ class Settings(BaseSettings):
     policy_rules_topic: str = Field(
         "sentinel.rules.v1", description="where deployments publish signed packs"
     )
+    policy_heartbeats_topic: str = Field(
+        "sentinel.heartbeats.v1",
+        description="the workers' and agents' heartbeats the service follows",
+    )
+    policy_follow_heartbeats: bool = Field(
+        True, description="follow the heartbeats topic while the service runs"
+    )
     policy_events_topic: str = Field(
         "sentinel.events.v1", description="where POST /ingest produces the valid events"
     )
@@ -248,6 +255,28 @@ class Settings(BaseSettings):
     rules_groups: str = Field(
         "",
         description="deployment groups this worker or agent belongs to (comma-separated), e.g. canary",
+    )
+
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="how often workers and agents report the pack versions they run"
+    )
+
+    # --- observability (sentinel/tracing.py, the /metrics endpoints; docs/observability.md)
+    otel_exporter: Literal["file", "otlp", "none"] = Field(
+        "file",
+        description="where spans go: JSON Lines under traces_dir, an OTLP collector, or nowhere",
+    )
+    otel_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces"
+    )
+    otel_service_name: str | None = Field(
+        None, description="service.name of every span of this process (default: per process)"
+    )
+    otel_flush_interval_s: float = Field(
+        2.0, gt=0, description="spans are exported in batches at most this long after they end"
+    )
+    traces_dir: Path | None = Field(
+        None, description="span files of the file exporter (default: <state_dir>/traces)"
     )
 
     # --- logging
@@ -338,6 +367,10 @@ class Settings(BaseSettings):
     @property
     def evals_root(self) -> Path:
         return self.evals_dir or self.state_dir / "evals"
+
+    @property
+    def traces_root(self) -> Path:
+        return self.traces_dir or self.state_dir / "traces"
 
     @property
     def dagster_home(self) -> Path:

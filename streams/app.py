@@ -17,7 +17,9 @@ app = faust.App(
     "sentinel-streams",
     autodiscover=[
         "streams.detection",
+        "streams.heartbeat",
         "streams.hosts",
+        "streams.metrics",
         "streams.reload",
         "streams.scoring",
         "streams.triage",

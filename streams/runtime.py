@@ -10,6 +10,7 @@ from functools import cache
 
 from sentinel.logs import configure_logging, get_logger
 from sentinel.settings import Settings, get_settings
+from sentinel.tracing import tracer
 from streams.detection.pipeline import Detector, Outcome, Record
 from streams.detection.ruleset import RuleSet
 from streams.enrichment import BatchEnrichment, Enricher
@@ -57,6 +58,7 @@ class Runtime:
         self.live_windows = LiveWindows()  # counted only when scoring is enabled
         self.scoring = ScoringStats()
         self.triage = TriageStats()  # replaced by the triage service's own when it starts
+        self.tracer = tracer(settings, "sentinel-worker")  # detection and triage spans
         log.info(
             "rules loaded",
             packs={p.name: p.version for p in packs},

@@ -23,4 +23,5 @@ def declare(app: faust.App) -> dict[str, Any]:
         "alerts": app.topic(names.ALERTS, **raw),
         "triaged": app.topic(names.ALERTS_TRIAGED, **raw),
         "rules": app.topic(names.RULES, **raw),
+        "heartbeats": app.topic(names.HEARTBEATS, **raw),
     }

@@ -17,6 +17,7 @@ import dagster as dg
 
 from orchestration.lib.bronze import LakePaths
 from sentinel.settings import Settings
+from sentinel.tracing import flush, tracer
 
 SILVER = (
     "silver_events",
@@ -79,10 +80,16 @@ def run_job(
 
     With `log_file`, everything the run prints or logs (Dagster events, dbt's output, library
     chatter) goes there instead of the terminal; the run's events are in the instance anyway.
+    The run is one `dagster.run` span (service sentinel-dagster).
     """
     from orchestration.definitions import build
 
-    with _captured(log_file):
+    with (
+        tracer(settings, "sentinel-dagster").start_as_current_span(
+            "dagster.run", attributes={"dagster.job": job}
+        ) as span,
+        _captured(log_file),
+    ):
         definitions = build(settings)
         own = instance is None
         instance = instance or instance_for(settings)
@@ -93,7 +100,14 @@ def run_job(
         finally:
             if own:
                 instance.dispose()
-    return outcome_of(job, result)
+        outcome = outcome_of(job, result)
+        span.set_attribute("dagster.run_id", outcome.run_id)
+        span.set_attribute("dagster.success", outcome.success)
+        span.set_attribute("dagster.materialized", len(outcome.materialized))
+        span.set_attribute("dagster.failed_steps", outcome.failed_steps)
+        span.set_attribute("dagster.checks_failed", sum(1 for c in outcome.checks if not c.passed))
+    flush()
+    return outcome
 
 
 @contextmanager

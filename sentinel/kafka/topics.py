@@ -11,6 +11,7 @@ EVENTS_DLQ = "sentinel.events.dlq.v1"
 ALERTS = "sentinel.alerts.v1"
 ALERTS_TRIAGED = "sentinel.alerts.triaged.v1"
 RULES = "sentinel.rules.v1"
+HEARTBEATS = "sentinel.heartbeats.v1"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ def contract_topics(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
             "pack name",
             "rule pack",
+        ),
+        # Compacted: the latest report per worker or agent is what the policy service tracks.
+        TopicSpec(
+            HEARTBEATS,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            "instance",
+            "heartbeat",
         ),
     ]
 

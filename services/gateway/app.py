@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sentinel.settings import Settings
+from sentinel.tracing import tracer
 from services.gateway.api import router
 from services.gateway.config import GatewayConfig
 from services.gateway.errors import GatewayError
@@ -39,7 +40,10 @@ def create_app(config: GatewayConfig, settings: Settings) -> FastAPI:
     app.state.gateway = gateway
     app.include_router(router)
     app.add_middleware(
-        RequestLogMiddleware, requests_log=gateway.requests_log, metrics=gateway.metrics
+        RequestLogMiddleware,
+        requests_log=gateway.requests_log,
+        metrics=gateway.metrics,
+        tracer=tracer(settings, "sentinel-gateway"),
     )
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
+
+from sentinel.console import err, out
+from sentinel.console import fail as _fail
+from sentinel.console import settings_or_exit as _settings
 
 app = typer.Typer(
     help="The OpenAI-compatible LLM gateway: keys, quotas, fallbacks, redacted logs.",
@@ -18,8 +19,6 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys (stored as SHA-256 hashes).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ConfigOption = Annotated[
     Path | None,
@@ -27,23 +26,6 @@ ConfigOption = Annotated[
         "--config", "-c", help="gateway.yaml (default: SENTINEL_GATEWAY_CONFIG or the embedded one)"
     ),
 ]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/]: {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _settings() -> Any:
-    from sentinel.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        for problem in exc.errors():
-            field = ".".join(str(p) for p in problem["loc"])
-            err.print(f"[red]configuration error[/]: SENTINEL_{field.upper()}: {problem['msg']}")
-        raise typer.Exit(2) from None
 
 
 def _store() -> Any:

@@ -25,6 +25,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.request_latency = Histogram(
+            "gateway_request_duration_seconds",
+            "whole API requests, from the first byte in to the last byte out, by path and status",
+            ["path", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.overhead = Histogram(
             "gateway_overhead_seconds",
             "latency the gateway adds: the request's total minus its time on upstreams",

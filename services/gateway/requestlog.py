@@ -1,6 +1,7 @@
 """One JSON line per API request (to requests.jsonl and through structlog), redacted, plus the
 W3C trace context: accepted from `traceparent`, generated when absent, sent on to upstreams and
-returned in the response's `traceparent` header.
+returned in the response's `traceparent` header. The request is an OpenTelemetry server span
+(sentinel/tracing.py) whose ids are the ones logged and sent on.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Status, StatusCode, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentinel.logs import get_logger
+from sentinel.tracing import SpanKind, context_of
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.redaction import Redactor
 
@@ -119,14 +122,28 @@ class RequestLog:
             self._file.close()
 
 
+def _end_span(span: Any, status: int, ctx: RequestContext) -> None:
+    span.set_attribute("http.response.status_code", status)
+    for name in ("model", "upstream", "key", "rule"):
+        value = ctx.record.get(name)
+        if isinstance(value, str) and value:
+            span.set_attribute(f"gateway.{name}", value)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR, str(ctx.record.get("error") or status)))
+    span.end()
+
+
 class RequestLogMiddleware:
     """ASGI middleware around /v1/*: trace context in, traceparent out, one log line per
     request once its last byte is sent (streams included), and the overhead histogram."""
 
-    def __init__(self, app: ASGIApp, requests_log: RequestLog, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, requests_log: RequestLog, metrics: GatewayMetrics, tracer: Tracer
+    ) -> None:
         self.app = app
         self.requests_log = requests_log
         self.metrics = metrics
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -134,7 +151,17 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        trace = Trace.from_header(headers.get("traceparent"))
+        caller = headers.get("traceparent")
+        span = self.tracer.start_span(
+            f"{scope['method']} {scope['path']}",
+            context=context_of(caller),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        )
+        trace = Trace.from_header(caller)
+        if span.is_recording():  # the span's ids are the gateway's: logged and sent upstream
+            ids = span.get_span_context()
+            trace = Trace(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", trace.parent_id)
         ctx = RequestContext(trace, headers)
         scope.setdefault("state", {})["gateway"] = ctx
         status = 500
@@ -154,6 +181,9 @@ class RequestLogMiddleware:
             total = time.perf_counter() - started
             if status == 200 and ctx.upstream_s:
                 self.metrics.overhead.observe(max(total - ctx.upstream_s, 0.0))
+            path = scope["path"] if status != 404 else "(unknown)"  # bounded label values
+            self.metrics.request_latency.labels(path, str(status)).observe(total)
+            _end_span(span, status, ctx)
             record = {
                 "ts": datetime.now(UTC).isoformat(),
                 "trace_id": trace.trace_id,

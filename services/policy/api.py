@@ -9,11 +9,13 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sentinel.rules.signing import canonical, digest, sign_pack
+from sentinel.tracing import traceparent_of
 from services.policy import audit
 from services.policy.auth import ENDPOINT_ROLES, ROLES, Principal, describe, hash_key, new_key
 from services.policy.db import (
@@ -25,6 +27,7 @@ from services.policy.db import (
     VersionRow,
     now,
 )
+from services.policy.heartbeats import record_heartbeat
 from services.policy.packs import UploadRejected, check_upload, diff_messages
 from services.policy.service import KafkaUnavailable, Policy
 
@@ -493,13 +496,14 @@ def list_deployments(
 @router.post("/heartbeats", status_code=202, tags=["deployments"])
 def post_heartbeat(body: HeartbeatIn, me: Me, session: SessionDep) -> dict[str, Any]:
     """A worker or agent reports the pack versions it runs (the latest report counts)."""
-    row = session.get(HeartbeatRow, body.instance)
-    if row is None:
-        row = HeartbeatRow(instance=body.instance)
-        session.add(row)
-    row.kind, row.group, row.packs = body.kind, body.group, dict(body.packs)
-    row.reported_by, row.seen_at = me.name, now()
-    session.commit()
+    record_heartbeat(
+        session,
+        instance=body.instance,
+        kind=body.kind,
+        group=body.group,
+        packs=body.packs,
+        reported_by=me.name,
+    )
     return {"instance": body.instance, "packs": body.packs}
 
 
@@ -615,10 +619,14 @@ async def ingest(request: Request, policy: PolicyDep) -> Any:
     limit = policy.settings.policy_ingest_max_events
     if len(events) > limit:
         raise HTTPException(413, f"{len(events)} events in one batch; at most {limit}")
+    parent = traceparent_of(trace.get_current_span())  # the request's span: the events' parent
     try:
-        result = await run_in_threadpool(policy.ingest, events)
+        result = await run_in_threadpool(policy.ingest, events, parent)
     except KafkaUnavailable as exc:
         raise HTTPException(503, str(exc)) from None
+    counted = request.app.state.metrics.ingest_events
+    counted.labels("accepted").inc(result.accepted)
+    counted.labels("rejected").inc(len(result.rejected))
     return {
         "accepted": result.accepted,
         "rejected": len(result.rejected),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,11 @@ from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentinel.settings import Settings
+from sentinel.tracing import tracer
 from services.policy.api import router
+from services.policy.heartbeats import follow_heartbeats
+from services.policy.metrics import Observe, PolicyMetrics
+from services.policy.metrics import router as metrics_router
 from services.policy.service import Policy
 
 
@@ -89,9 +94,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        follower = (
+            asyncio.create_task(follow_heartbeats(settings, policy.sessions))
+            if settings.policy_follow_heartbeats
+            else None
+        )
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
             policy.close()
 
     app = FastAPI(
@@ -102,8 +115,13 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.policy = policy
+    app.state.metrics = PolicyMetrics()
     app.include_router(router)
+    app.include_router(metrics_router)
     app.add_middleware(Envelope, settings=settings)
+    app.add_middleware(
+        Observe, metrics=app.state.metrics, tracer=tracer(settings, "sentinel-policy")
+    )
     return app
 
 

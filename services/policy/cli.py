@@ -4,15 +4,14 @@ upload a local pack folder. Each command only wires settings to library code."""
 from __future__ import annotations
 
 import getpass
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
-from sentinel.settings import Settings, get_settings
+from sentinel.console import err, out
+from sentinel.console import fail as _fail
+from sentinel.console import settings_or_exit as _settings
 
 app = typer.Typer(
     help="The rule and policy service: packs, approvals, signed deploys, RBAC, audit, ingest.",
@@ -26,24 +25,6 @@ packs_app = typer.Typer(help="Rule packs, through the service's HTTP API.", no_a
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(packs_app, name="packs")
-
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        for problem in exc.errors():
-            field = ".".join(str(p) for p in problem["loc"])
-            err.print(f"[red]configuration error[/]: SENTINEL_{field.upper()}: {problem['msg']}")
-        raise typer.Exit(2) from None
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error[/]: {message}", highlight=False, markup=False)
-    return typer.Exit(code)
 
 
 @app.command()

@@ -120,10 +120,12 @@ class Policy:
         self.engine.dispose()
 
     # -- ingest ----------------------------------------------------------------------------
-    def ingest(self, events: list[Any]) -> IngestResult:
-        """Validate each event; produce the valid ones (key = host id) and wait for the acks."""
+    def ingest(self, events: list[Any], traceparent: str | None = None) -> IngestResult:
+        """Validate each event; produce the valid ones (key = host id, header `traceparent`: the
+        request's span) and wait for the acks."""
         from kafka.errors import KafkaError
 
+        headers = [("traceparent", traceparent.encode())] if traceparent else None
         result = IngestResult()
         topic = self.settings.policy_events_topic
         producer = self.producer()
@@ -138,7 +140,10 @@ class Policy:
                     continue
                 futures.append(
                     producer.send(
-                        topic, key=str(event["host"]["id"]).encode(), value=orjson.dumps(event)
+                        topic,
+                        key=str(event["host"]["id"]).encode(),
+                        value=orjson.dumps(event),
+                        headers=headers,
                     )
                 )
             producer.flush(timeout=30)

@@ -14,12 +14,15 @@ offsets are committed, so an offset is committed only after what it caused is du
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -32,8 +35,10 @@ from sentinel.kafka import EVENTS
 from sentinel.logs import get_logger
 from streams.app import TOPICS, app
 from streams.detection.pipeline import Outcome, engine_payload
+from streams.detection.traces import alert_spans, batch_span
 from streams.detection.warmup import warm_up
 from streams.hosts import HOST_ACTIVITY
+from streams.metrics import worker_metrics
 from streams.runtime import Runtime, runtime
 
 log = get_logger(__name__)
@@ -73,6 +78,8 @@ class Batch:
     result: asyncio.Future[BatchResult] | None  # the engine's answer; None: no valid events
     started: float
     size: int
+    started_ns: int  # wall clock, for the batch's span
+    records: list[ConsumerRecord]  # in validation order, for the alerts' source records
 
 
 @app.service
@@ -120,11 +127,13 @@ class DetectionService(Service):
                 await self.sleep(2.0)
                 continue
             self.consumer = consumer
+            worker_metrics().consumers[settings.streams_detection_group] = consumer
             try:
                 await self._batches(rt, consumer)
                 await self.drain()
             finally:
                 self.consumer = None
+                worker_metrics().consumers.pop(settings.streams_detection_group, None)
                 await consumer.stop()  # leaves the group: its partitions move on at once
 
     async def _batches(self, rt: Runtime, consumer: AIOKafkaConsumer) -> None:
@@ -160,7 +169,7 @@ class DetectionService(Service):
         """Warm new partitions, validate and enrich, and hand the events to the engine thread."""
         await _warm_new_partitions(rt, fetched)
         records = [r for batch in fetched.values() for r in batch]
-        started = time.perf_counter()
+        started, started_ns = time.perf_counter(), time.time_ns()
         outcome = await rt.prepare(records)
         result = None
         if outcome.events:
@@ -168,7 +177,7 @@ class DetectionService(Service):
             result = asyncio.get_running_loop().run_in_executor(
                 self.engine_thread, rt.ruleset.engine.evaluate_jsonl, payload
             )
-        return Batch(fetched, outcome, result, started, len(records))
+        return Batch(fetched, outcome, result, started, len(records), started_ns, records)
 
     async def complete(self, rt: Runtime, batch: Batch) -> None:
         """Alerts from the engine's result; publish; wait for the acks; then the batch's offsets
@@ -182,9 +191,16 @@ class DetectionService(Service):
             await TOPICS["dlq"].send(key=d.key, value=d.value, headers=d.headers(), force=True)
             for d in outcome.dead
         ]
+        span = batch_span(rt.tracer, batch.fetched, batch.started_ns, batch.size)
+        traced = alert_spans(rt.tracer, span, batch.records, outcome, batch.started_ns)
         sends += [
-            await TOPICS["alerts"].send(key=a["id"].encode(), value=orjson.dumps(a), force=True)
-            for a in outcome.alerts
+            await TOPICS["alerts"].send(
+                key=a["id"].encode(),
+                value=orjson.dumps(a),
+                headers=traced[i][1] if traced else None,  # the alert's trace, for triage
+                force=True,
+            )
+            for i, a in enumerate(outcome.alerts)
         ]
         if rt.settings.scoring_enabled:
             rt.live_windows.observe(outcome.events)
@@ -194,7 +210,10 @@ class DetectionService(Service):
         for a in outcome.alerts:
             rt.host_alerts[a["host"]["id"]] += 1
         await asyncio.gather(*sends)  # durable before the offsets are committed
-        counters.busy_s += time.perf_counter() - batch.started
+        busy = time.perf_counter() - batch.started
+        counters.busy_s += busy
+        _end_spans(span, traced, outcome, batch.started_ns + int(busy * 1e9))
+        worker_metrics().count_batch(outcome.dead, outcome.alerts, busy)
         counters.batches += 1
         counters.events += batch.size
         counters.valid += len(outcome.events)
@@ -270,6 +289,25 @@ async def _warm_new_partitions(
             partition=tp.partition,
             error=repr(task.exception()) if task in done else "timed out",
         )
+
+
+def _end_spans(span: Any, traced: list[tuple[Any, Any]], outcome: Outcome, end_ns: int) -> None:
+    """End the batch's and its alerts' spans once the alerts are acknowledged; observe the
+    event → alert latency of each alert (event time of its source event to now)."""
+    span.set_attribute("detection.events", len(outcome.events))
+    span.set_attribute("detection.dead_letters", len(outcome.dead))
+    span.set_attribute("detection.alerts", len(outcome.alerts))
+    span.set_attribute("detection.rule_failures", outcome.rule_failures)
+    latency = worker_metrics().alert_latency
+    now = time.time()
+    for alert in outcome.alerts:
+        if alert.get("count", 1) != 1:  # a republished alert (suppression): not a new detection
+            continue
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            latency.observe(max(0.0, now - datetime.fromisoformat(alert["ts"]).timestamp()))
+    for alert_span, _ in traced:
+        alert_span.end(end_time=end_ns)
+    span.end(end_time=end_ns)
 
 
 def _tune_gc() -> None:

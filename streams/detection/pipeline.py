@@ -49,6 +49,7 @@ class Outcome:
     dead: list[DeadLetter] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     rule_failures: int = 0
+    sources: dict[str, int] = field(default_factory=dict)  # alert id -> its newest match's event
 
 
 class Detector:
@@ -132,16 +133,16 @@ class Detector:
             if found is None:  # swapped out between evaluation and here: nothing to attribute
                 continue
             pack, rule = found
-            self.suppressor.add(
-                build_alert(
-                    match.alert,
-                    events[match.event_index],
-                    pack,
-                    rule,
-                    engine_version=self.ruleset.engine_version,
-                    enrichment_snapshot=self.enrichment_snapshot,
-                )
+            alert = build_alert(
+                match.alert,
+                events[match.event_index],
+                pack,
+                rule,
+                engine_version=self.ruleset.engine_version,
+                enrichment_snapshot=self.enrichment_snapshot,
             )
+            outcome.sources[alert["id"]] = match.event_index  # for the alert's trace
+            self.suppressor.add(alert)
         drained = self.suppressor.drain()
         if publish:
             outcome.alerts = drained

@@ -18,6 +18,7 @@ from mode import Service
 
 from sentinel.logs import get_logger
 from streams.app import TOPICS, app
+from streams.metrics import worker_metrics
 from streams.runtime import runtime
 from streams.scoring.scorer import Scorer
 
@@ -66,6 +67,10 @@ class ScoringService(Service):
                 ]
                 await asyncio.gather(*sends)
                 stats.rounds += 1
+                scores = worker_metrics().model_scores
+                for slot, found in (("champion", done.scores), ("challenger", done.shadow_scores)):
+                    for score in found.values():  # one per scored host, once a round
+                        scores.labels(slot).observe(score)
                 stats.windows_scored += len(done.scores)
                 stats.model_alerts += len(done.alerts)
                 stats.shadow_scored += len(done.shadow_scores)

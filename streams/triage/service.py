@@ -11,6 +11,7 @@ an id this worker has already triaged is not sent again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -19,10 +20,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from mode import Service
+from opentelemetry.trace import Status, StatusCode
 
 from sentinel.kafka import ALERTS
 from sentinel.logs import get_logger
+from sentinel.tracing import SpanKind, context_of, traceparent_of
 from streams.app import TOPICS, app
+from streams.metrics import worker_metrics
 from streams.runtime import Runtime, runtime
 from streams.triage.prompts import load_prompt, rule_metadata
 from streams.triage.triage import GatewayTriage, TriageStats, wants_triage
@@ -98,9 +102,12 @@ class TriageService(Service):
                     await consumer.stop()
                     await self.sleep(2.0)
                     continue
+                group = f"{settings.streams_app_id}.triage"
+                worker_metrics().consumers[group] = consumer
                 try:
                     await self._batches(rt, consumer, triage)
                 finally:
+                    worker_metrics().consumers.pop(group, None)
                     await consumer.stop()
         finally:
             await triage.close()
@@ -128,13 +135,29 @@ class TriageService(Service):
             self.seen[alert["id"]] = None
             while len(self.seen) > SEEN_IDS:
                 self.seen.popitem(last=False)
-            traceparent = dict(record.headers or ()).get("traceparent")
+            # The alert's trace (its source event's, through detection) goes on to the gateway.
+            parent = context_of(dict(record.headers or ()).get("traceparent"))
+            started = time.perf_counter()
             async with limit:
-                done = await triage.triage(
-                    alert,
-                    evidence_for(rt, alert),
-                    traceparent.decode() if isinstance(traceparent, bytes) else None,
-                )
+                with rt.tracer.start_as_current_span(
+                    "triage.alert",
+                    context=parent,
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "alert.id": alert["id"],
+                        "rule.id": str(alert["rule"]["id"]),
+                        "severity": str(alert["severity"]),
+                        "host.id": str(alert["host"]["id"]),
+                    },
+                ) as span:
+                    done = await triage.triage(alert, evidence_for(rt, alert), traceparent_of(span))
+                    span.set_attribute("triage.status", str(done["status"]))
+                    span.set_attribute("triage.attempts", int(done["attempts"]))
+                    if done["status"] != "triaged":
+                        span.set_status(Status(StatusCode.ERROR, str(done.get("error", ""))))
+            worker_metrics().triage_latency.labels(str(done["status"])).observe(
+                time.perf_counter() - started
+            )
             return await TOPICS["triaged"].send(
                 key=alert["id"].encode(), value=orjson.dumps(done), force=True
             )

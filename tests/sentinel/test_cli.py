@@ -117,7 +117,7 @@ def test_same_seed_same_file(tmp_path: Path) -> None:
 def test_topics_create_is_idempotent_and_rules_topic_is_compacted(kafka: object) -> None:
     first = sentinel("topics", "create")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("exists") == 5, "the session fixture already created them"
+    assert first.stdout.count("exists") == 6, "the session fixture already created them"
     listed = sentinel("topics", "list")
     assert listed.returncode == 0
     rules = next(line for line in listed.stdout.splitlines() if "sentinel.rules.v1" in line)

@@ -21,6 +21,7 @@ def service(tmp_path: Path, kafka: Settings, new_topic: Callable[..., str]) -> I
         kafka,
         policy_rules_topic=new_topic(partitions=1, prefix="test-rules"),
         policy_events_topic=new_topic(partitions=3, prefix="test-events"),
+        policy_heartbeats_topic=new_topic(partitions=1, prefix="test-heartbeats"),
     )
     with serve(settings) as running:
         yield running
