@@ -338,7 +338,7 @@ class Settings(BaseSettings):
     @property
     def gateway_database_url(self) -> str:
         if self.gateway_db_url:
-            return self.gateway_db_url
+            return sqlalchemy_url(self.gateway_db_url)
         return f"sqlite:///{(self.gateway_root / 'gateway.db').resolve()}"
 
     @property
@@ -353,7 +353,7 @@ class Settings(BaseSettings):
     @property
     def policy_database_url(self) -> str:
         if self.policy_db_url:
-            return self.policy_db_url
+            return sqlalchemy_url(self.policy_db_url)
         return f"sqlite:///{(self.policy_root / 'policy.db').resolve()}"
 
     @property
@@ -396,6 +396,15 @@ class Settings(BaseSettings):
     @property
     def kafka_controller(self) -> int:
         return self.kafka_controller_port or self.kafka_port + 1
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A database URL as SQLAlchemy should open it: `postgresql://` (or `postgres://`) means the
+    psycopg 3 driver the project ships, not SQLAlchemy's default psycopg2."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
 
 
 @lru_cache(maxsize=1)

@@ -56,3 +56,20 @@ def ml_state(tmp_path_factory: pytest.TempPathFactory, kafka: Settings) -> Itera
     (tmp / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp / "dagster")) as instance:
         yield build_ml_state(tmp, kafka, instance)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server for the session: its base URL (see tests/pgserver.py)."""
+    from tests.pgserver import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres: str) -> str:
+    """A database of its own on the session's PostgreSQL server: `postgresql://.../<name>`."""
+    from tests.pgserver import new_database
+
+    return new_database(postgres)
