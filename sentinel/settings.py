@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     streams_warmup_timeout_s: float = Field(
         60.0, gt=0, description="longest a partition's window warm-up may take before it is skipped"
     )
+    streams_stall_s: float = Field(
+        150.0,
+        gt=0,
+        description="a detection loop that has not gone round this long is logged with its "
+        "stacks and restarted (keep it above STREAMS_WARMUP_TIMEOUT_S)",
+    )
     streams_auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new consumer group starts on the events topic"
     )

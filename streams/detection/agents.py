@@ -98,6 +98,10 @@ class DetectionService(Service):
         self.last_commit = 0.0
         self.consumer: AIOKafkaConsumer | None = None
         self.engine_thread = ThreadPoolExecutor(1, thread_name_prefix="rules-engine")
+        self.progress = time.monotonic()  # the batch loop last went round
+        self.batches: asyncio.Task[None] | None = None
+        self.stalls = 0
+        self.restarting = False  # the watchdog cancelled the batch loop (not a shutdown)
 
     async def on_stop(self) -> None:
         self.engine_thread.shutdown(wait=False, cancel_futures=True)
@@ -128,9 +132,18 @@ class DetectionService(Service):
                 continue
             self.consumer = consumer
             worker_metrics().consumers[settings.streams_detection_group] = consumer
+            self.progress = time.monotonic()
+            self.batches = asyncio.ensure_future(self._batches(rt, consumer))
             try:
-                await self._batches(rt, consumer)
+                await self.batches
                 await self.drain()
+            except asyncio.CancelledError:
+                if not self.restarting:
+                    raise
+                self.restarting = False
+                # The watchdog cancelled a stalled loop: what it had not committed is redelivered
+                # to the next consumer (alert ids are deterministic).
+                self.inflight, self.uncommitted = None, {}
             finally:
                 self.consumer = None
                 worker_metrics().consumers.pop(settings.streams_detection_group, None)
@@ -154,6 +167,28 @@ class DetectionService(Service):
                     await self.complete(rt, self.inflight)
                 self.inflight = batch
                 await self.commit(force=batch is None)
+            self.progress = time.monotonic()
+
+    @Service.task
+    async def _watchdog(self) -> None:
+        """A batch loop that has not gone round for `streams_stall_s` is logged with every
+        thread's and task's stack, and restarted with a fresh consumer."""
+        limit = runtime().settings.streams_stall_s
+        while not self.should_stop:
+            await self.sleep(min(5.0, limit / 4))
+            stalled = time.monotonic() - self.progress
+            task = self.batches
+            if task is None or task.done() or stalled < limit:
+                continue
+            self.stalls += 1
+            log.error(
+                "detection loop stalled; restarting its consumer",
+                stalled_s=round(stalled, 1),
+                stacks=_stacks(),
+            )
+            self.progress = time.monotonic()
+            self.restarting = True
+            task.cancel()
 
     async def drain(self) -> None:
         """Finish the batch in flight, if any, and commit (revocation, shutdown)."""
@@ -308,6 +343,24 @@ def _end_spans(span: Any, traced: list[tuple[Any, Any]], outcome: Outcome, end_n
     for alert_span, _ in traced:
         alert_span.end(end_time=end_ns)
     span.end(end_time=end_ns)
+
+
+def _stacks() -> str:
+    """Every thread's stack and every asyncio task's, as text (for a stall report)."""
+    import io
+    import sys
+    import threading
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = io.StringIO()
+    for ident, frame in sys._current_frames().items():
+        out.write(f"--- thread {names.get(ident, ident)}\n")
+        out.write("".join(traceback.format_stack(frame)))
+    for task in asyncio.all_tasks():
+        out.write(f"--- task {task.get_name()} {task.get_coro()!r}\n")
+        task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 def _tune_gc() -> None:
