@@ -23,7 +23,7 @@ from agents.scenarios import generate
 from sentinel.kafka import EVENTS, free_port
 from sentinel.metrics import StateCollector
 from sentinel.settings import PROJECT_ROOT, Settings
-from sentinel.tracing import TracingError, read_spans, tracer
+from sentinel.tracing import TracingError, flush, read_spans, tracer
 from services.gateway.config import load_config
 from services.gateway.server import GatewayHandle, serve_in_thread
 from tests.agents.agentproc import AgentProcess
@@ -202,6 +202,7 @@ def test_every_long_running_process_serves_what_it_counted_and_the_dashboards_us
     assert value(gateway_samples, duration, path="/v1/chat/completions", status="200") >= triaged
 
     # The agent's chunks and the policy's ingest are spans; detection links its batches to them.
+    flush()  # the policy service's and the gateway's spans, from this process
     spans = list(read_spans(traces))
     ships = {s["span_id"] for s in spans if s["name"] == "agent.ship"}
     assert ships and all(s["service"] == "sentinel-agent" for s in spans if s["span_id"] in ships)
