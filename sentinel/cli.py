@@ -19,6 +19,7 @@ from rich.table import Table
 
 from agents.cli import app as agent_app
 from evals.cli import app as evals_app
+from sentinel.chaos.cli import app as chaos_app
 from sentinel.console import err, out
 from sentinel.console import fail as _fail
 from sentinel.console import settings_or_exit as _settings
@@ -56,6 +57,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(policy_app, name="policy")
 app.add_typer(evals_app, name="evals")
 app.add_typer(trace_app, name="trace")
+app.add_typer(chaos_app, name="chaos")
 DEMO_EVENTS_PER_SECOND = 10.0
 
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     streams_warmup_timeout_s: float = Field(
         60.0, gt=0, description="longest a partition's window warm-up may take before it is skipped"
     )
+    streams_session_timeout_s: float = Field(
+        10.0,
+        ge=3,
+        description="a worker that stops heartbeating leaves the Faust group after this long",
+    )
     streams_stall_s: float = Field(
         150.0,
         gt=0,

@@ -45,6 +45,11 @@ def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.web_port = settings.streams_web_port
     conf.web_bind = settings.streams_web_host
     conf.broker_commit_interval = 1.0
+    # A new worker's services start once the Faust group has settled, and a SIGKILLed member
+    # holds the group until its session expires: Faust's 60 s default kept detection idle for a
+    # minute after every worker crash or broker restart (found by `make chaos`).
+    conf.broker_session_timeout = settings.streams_session_timeout_s
+    conf.broker_heartbeat_interval = min(3.0, settings.streams_session_timeout_s / 3)
     conf.consumer_auto_offset_reset = settings.streams_auto_offset_reset
     # The first worker on a fresh broker creates the host-activity topic while its consumer
     # joins; an assignment made before the topic's metadata arrived leaves the host table

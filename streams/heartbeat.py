@@ -18,7 +18,7 @@ async def report_pack_versions() -> None:
     rt = runtime()
     settings = rt.settings
     instance = worker_instance(settings)
-    while True:
+    while not app.should_stop:  # app.sleep returns at once while the worker shuts down
         beat = heartbeat(
             settings,
             instance=instance,

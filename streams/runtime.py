@@ -50,7 +50,9 @@ class Runtime:
         for kind, table in self.tables.items():
             self.ruleset.engine.set_enrichment(kind, table)
         self.detector.enrichment_snapshot = self.enricher.snapshot
-        self.warmed: set[tuple[str, int]] = set()
+        # (topic, partition) -> the last offset the engine evaluated: its windows hold every
+        # event of the partition up to there (see streams.detection.agents._warm_windows).
+        self.evaluated: dict[tuple[str, int], int] = {}
         self.partitions: list[int] = []  # of the events topic, assigned to this worker
         self.counters = Counters()
         self.host_events: Counter[str] = Counter()  # not yet sent to the host-stats table

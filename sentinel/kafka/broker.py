@@ -83,9 +83,19 @@ def answers_metadata(bootstrap: str, timeout_s: float = 5.0) -> bool:
 class EmbeddedBroker:
     """One KRaft broker+controller under `<state>/kafka`, started from jars under `<cache>/kafka`."""
 
-    def __init__(self, settings: Settings, say: Say = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        say: Say = print,
+        *,
+        listeners: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
+        """`listeners` adds named plaintext listeners, NAME -> (port, advertised port) on the
+        broker's host: clients that bootstrap through a proxy on the advertised port keep going
+        through it (the chaos drill cuts an agent's path to the broker that way)."""
         self.settings = settings
         self.say = say
+        self.listeners = dict(listeners or {})
         self.home = settings.kafka_state_dir
         self.data_dir = self.home / "data"
         self.logs_dir = self.home / "logs"
@@ -192,15 +202,23 @@ class EmbeddedBroker:
         host, port, controller = s.kafka_host, s.kafka_port, s.kafka_controller
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        extra = self.listeners
+        listen = "".join(f",{name}://{host}:{p}" for name, (p, _) in extra.items())
+        advertise = "".join(f",{name}://{host}:{a}" for name, (_, a) in extra.items())
+        protocols = "".join(f",{name}:PLAINTEXT" for name in extra)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"{host}:{controller}",
-            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}{listen}",
+            "advertised.listeners": (
+                f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}{advertise}"
+            ),
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": (
+                f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}"
+            ),
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             # Topics are declared (sentinel topics create, Faust, tests), never created by typos.

@@ -22,12 +22,21 @@ def _consumer(settings: Settings, group_id: str | None = None, **options: Any) -
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Partition -> next offset to be written."""
+    return _offsets(settings, topic, "end_offsets")
+
+
+def beginning_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Partition -> oldest offset still kept (retention deletes from the front)."""
+    return _offsets(settings, topic, "beginning_offsets")
+
+
+def _offsets(settings: Settings, topic: str, which: str) -> dict[int, int]:
     from kafka import TopicPartition
 
     consumer = _consumer(settings)
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        return {tp.partition: off for tp, off in getattr(consumer, which)(tps).items()}
     finally:
         consumer.close()
 

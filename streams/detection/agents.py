@@ -53,15 +53,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Publish and commit the batch in flight before another worker gets its partitions; a
-        # partition that comes back later is warmed again from its committed offset.
+        # partition that comes back later is warmed with what was processed elsewhere meanwhile.
         try:
             await asyncio.wait_for(self.service.drain(), REVOKE_WAIT_S)
         except TimeoutError:
             log.warning("batch still in flight at revocation; its events will be redelivered")
-        rt = runtime()
-        for tp in revoked:
-            rt.warmed.discard((tp.topic, tp.partition))
-        rt.partitions = []
+        runtime().partitions = []
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         rt = runtime()
@@ -202,7 +199,9 @@ class DetectionService(Service):
         self, rt: Runtime, fetched: dict[TopicPartition, list[ConsumerRecord]]
     ) -> Batch:
         """Warm new partitions, validate and enrich, and hand the events to the engine thread."""
-        await _warm_new_partitions(rt, fetched)
+        await _warm_windows(rt, fetched, self.engine_thread)
+        for tp, batch in fetched.items():
+            rt.evaluated[(tp.topic, tp.partition)] = batch[-1].offset
         records = [r for batch in fetched.values() for r in batch]
         started, started_ns = time.perf_counter(), time.time_ns()
         outcome = await rt.prepare(records)
@@ -292,18 +291,47 @@ async def flush_host_activity() -> None:
         await HOST_ACTIVITY.send(key=host.encode(), value=orjson.dumps(delta), force=True)
 
 
-async def _warm_new_partitions(
-    rt: Runtime, fetched: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+async def _warm_windows(
+    rt: Runtime,
+    fetched: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+    engine_thread: ThreadPoolExecutor,
 ) -> None:
-    """Warm the windows of the partitions this batch is the first of, all at once."""
+    """Bring the windows of each partition of this batch up to its first record, all at once.
+
+    The engine's windows hold what this process evaluated; `rt.evaluated` has, per partition,
+    the last offset evaluated. A batch that goes on from there needs nothing, even after a
+    rebalance that gave the partition straight back. One that starts later (the partition is
+    new here, or another worker processed it meanwhile) is warmed with the events in between,
+    within the warm-up span. One that starts at or before it (records delivered again, after a
+    consumer restart) would count those events twice: every window is then reset, and every
+    partition warmed afresh as it comes.
+    """
+    again = sorted(
+        tp.partition
+        for tp, batch in fetched.items()
+        if batch and rt.evaluated.get((tp.topic, tp.partition), -1) >= batch[0].offset
+    )
+    if again:
+        log.warning("records delivered again: windows reset and warmed afresh", partitions=again)
+        await asyncio.get_running_loop().run_in_executor(engine_thread, rt.ruleset.reset_windows)
+        rt.evaluated.clear()
     tasks: dict[asyncio.Future[int], TopicPartition] = {}
     for tp, batch in fetched.items():
-        if (tp.topic, tp.partition) in rt.warmed or not batch:
+        if not batch:
             continue
-        first = batch[0]
-        rt.warmed.add((tp.topic, tp.partition))
+        first, last = batch[0], rt.evaluated.get((tp.topic, tp.partition))
+        if last is not None and first.offset == last + 1:
+            continue
         task = asyncio.ensure_future(
-            warm_up(rt.settings, rt.detector, tp.topic, tp.partition, first.offset, first.timestamp)
+            warm_up(
+                rt.settings,
+                rt.detector,
+                tp.topic,
+                tp.partition,
+                first.offset,
+                first.timestamp,
+                after_offset=last,
+            )
         )
         tasks[task] = tp
     if not tasks:

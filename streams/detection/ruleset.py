@@ -64,6 +64,13 @@ class RuleSet:
         self.rules = {r.id: (p, r) for p in packs.values() for r in p.rules}
         self.reloads += 1
 
+    def reset_windows(self) -> None:
+        """Forget every window (same rules): the rules leave the engine and come back, compiled
+        from its cache. Call it from the thread that evaluates."""
+        specs: list[Any] = [spec for pack in self.packs.values() for spec in pack.engine_specs()]
+        self.engine.replace_all([])
+        self.engine.replace_all(specs)
+
     def offer(self, raw: bytes) -> Offer:
         """Apply a pack message from `sentinel.rules.v1` if it is valid, signed when a verifier
         is set, meant for us, and newer than ours (or a signed rollback the service published)."""

@@ -26,8 +26,11 @@ async def warm_up(
     partition: int,
     before_offset: int,
     first_timestamp_ms: int,
+    *,
+    after_offset: int | None = None,
 ) -> int:
-    """Evaluate (without publishing) this partition's events in the warm-up span; return how many."""
+    """Evaluate (without publishing) this partition's events in the warm-up span, those after
+    `after_offset` only (the engine has the earlier ones); return how many."""
     if before_offset <= 0 or settings.streams_warmup_s <= 0:
         return 0
     started = time.perf_counter()
@@ -44,6 +47,8 @@ async def warm_up(
         since = first_timestamp_ms - int(settings.streams_warmup_s * 1000)
         found = await consumer.offsets_for_times({tp: max(since, 0)})
         start = found[tp].offset if found.get(tp) is not None else before_offset
+        if after_offset is not None:
+            start = max(start, after_offset + 1)
         if start >= before_offset:
             return 0
         consumer.seek(tp, start)
