@@ -4,7 +4,6 @@ processes export (collected by scraping them: promtool is not available here).""
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import time
@@ -23,7 +22,7 @@ from agents.scenarios import generate
 from sentinel.kafka import EVENTS, free_port
 from sentinel.metrics import StateCollector
 from sentinel.settings import PROJECT_ROOT, Settings
-from sentinel.tracing import TracingError, flush, read_spans, tracer
+from sentinel.tracing import flush, read_spans
 from services.gateway.config import load_config
 from services.gateway.server import GatewayHandle, serve_in_thread
 from tests.agents.agentproc import AgentProcess
@@ -294,19 +293,3 @@ def test_lake_freshness_and_the_eval_gate_are_read_from_the_state_folder(tmp_pat
     assert found["sentinel_lake_newest_data_timestamp_seconds"].value == 1796281200.0 + 3600
     assert found["sentinel_eval_gate_passed"].value == 0.0
     assert found["sentinel_eval_variants_passed_ratio"].value == 0.5
-
-
-def test_otlp_builds_its_exporter_or_says_what_to_install(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, otel_exporter="otlp")
-    try:
-        importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-        installed = True
-    except ImportError:
-        installed = False
-    if not installed:
-        # The project does not ship the OTLP exporter: the error names the package.
-        with pytest.raises(TracingError, match="opentelemetry-exporter-otlp-proto-http"):
-            tracer(settings, "sentinel-test")
-    else:  # installed by the user: spans go through it, nothing under traces_dir
-        tracer(settings, "sentinel-test").start_span("unit").end()
-        assert not any(tmp_path.rglob("*.jsonl"))
