@@ -261,6 +261,7 @@ class Drill:
         self.samples: list[dict[str, Any]] = []
         self.injected: list[int] = []
         self._monitor_stop = threading.Event()
+        self._lag: tuple[float, dict[str, Any]] = (0.0, {})  # (read at, lag per group)
         self._probes: list[tuple[FaultRecord, float, Callable[[dict[str, Any]], bool]]] = []
         self._probe_lock = threading.Lock()
 
@@ -431,7 +432,9 @@ class Drill:
             return {}
 
     # -- the monitor: samples every second and times recoveries ------------------------------------
-    def _monitor(self) -> None:
+    def _lags(self) -> None:
+        """Consumer lags, read in a thread of their own: a Kafka client blocks while the broker
+        is away, and the samples of the agents' spools must go on meanwhile."""
         from kafka import KafkaConsumer, TopicPartition
 
         from sentinel.kafka import ALERTS, EVENTS
@@ -444,8 +447,8 @@ class Drill:
         # One consumer per group that never joins it: `committed()` reads the group's offsets.
         clients: dict[str, Any] = {}
         while not self._monitor_stop.wait(1.0):
-            sample: dict[str, Any] = {"t": round(self.now(), 1)}
             try:
+                lags: dict[str, Any] = {}
                 for name, (group, topic) in groups.items():
                     if name not in clients:
                         clients[name] = KafkaConsumer(
@@ -454,17 +457,29 @@ class Drill:
                             enable_auto_commit=False,
                         )
                     consumer = clients[name]
-                    tps = [
-                        TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-                    ]
+                    parts = consumer.partitions_for_topic(topic) or ()
+                    tps = [TopicPartition(topic, p) for p in parts]
                     end = consumer.end_offsets(tps)
-                    sample[name] = sum(end[tp] - (consumer.committed(tp) or 0) for tp in tps)
-            except Exception as exc:
-                sample["monitor_error"] = repr(exc)[:200]
+                    lags[name] = sum(end[tp] - (consumer.committed(tp) or 0) for tp in tps)
+                self._lag = (time.monotonic(), lags)
+            except Exception:  # the broker may be down: that is the point
                 for client in clients.values():
                     with contextlib.suppress(Exception):
                         client.close()
                 clients.clear()
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _monitor(self) -> None:
+        lags = threading.Thread(target=self._lags, name="drill-lags", daemon=True)
+        lags.start()
+        while not self._monitor_stop.wait(1.0):
+            sample: dict[str, Any] = {"t": round(self.now(), 1)}
+            read_at, lag = self._lag
+            fresh = time.monotonic() - read_at < 3.0  # else unknown: the broker is away
+            for name in ("detection_lag", "triage_lag"):
+                sample[name] = lag.get(name) if fresh else None
             for host in self.hosts:
                 stats = self.agent_stats(host)
                 sample[f"spool:{host}"] = stats.get("spool", {}).get("pending")
@@ -478,9 +493,7 @@ class Drill:
                         record.recovered_s = round(time.monotonic() - since, 1)
                         self._probes.remove(probe)
                         self.say(f"{record.fault}: recovered after {record.recovered_s:.1f} s")
-        for client in clients.values():
-            with contextlib.suppress(Exception):
-                client.close()
+        lags.join(10)
 
     def probe(self, record: FaultRecord, ready: Callable[[dict[str, Any]], bool]) -> None:
         """Time from now until a sample satisfies `ready`: the fault's recovery."""
@@ -525,11 +538,19 @@ class Drill:
         record = FaultRecord("restart the broker", self.now())
         self.faults.append(record)
         started = time.monotonic()
+        first = len(self.samples)
         self.broker.stop(timeout_s=30)
         stopped = time.monotonic() - started
         self.broker.start()
         record.down_s = round(time.monotonic() - started, 1)
-        record.detail = f"stopped (SIGTERM) in {stopped:.1f} s, back in {record.down_s:.1f} s"
+        peak = max(
+            (s.get(f"spool:{h}") or 0 for s in self.samples[first:] for h in self.hosts),
+            default=0,
+        )
+        record.detail = (
+            f"stopped (SIGTERM) in {stopped:.1f} s, back in {record.down_s:.1f} s; "
+            f"{peak:,} events waited in an agent's spool at the peak"
+        )
         self.say(f"broker back after {record.down_s:.1f} s")
         self.probe(record, self.steady)
 
