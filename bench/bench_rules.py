@@ -10,6 +10,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import orjson
 from sentinel_rhai import RuleEngine
@@ -30,6 +31,30 @@ def _engine() -> tuple[RuleEngine, int]:
         engine.set_list(name, values)
     engine.set_enrichment("ip", THREAT_INTEL)
     return engine, len(pack.rules)
+
+
+def dump(directory: Path, count: int) -> None:
+    """Write the benchmark's events and rule set for the engine-only Rust harness
+    (`cd native && cargo run --release --example engine -- DIR/events.jsonl DIR/rules.json`)."""
+    pack = load_pack(PROJECT_ROOT / "rules" / "core")
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [orjson.dumps(e) for e in generate("mixed", count, seed=31)]
+    (directory / "events.jsonl").write_bytes(b"\n".join(lines))
+    rules = {
+        "rules": [
+            {
+                "id": spec["id"],
+                "source": spec["source"],
+                "kinds": spec.get("kinds"),
+                "capabilities": list(spec.get("capabilities") or []),
+                "meta": spec.get("meta") or {},
+            }
+            for spec in pack.engine_specs()
+        ],
+        "lists": {name: sorted(values) for name, values in pack.lists.items()},
+        "enrichment": {"ip": THREAT_INTEL},
+    }
+    (directory / "rules.json").write_text(json.dumps(rules, default=list))
 
 
 def run(count: int, batch: int, naive_count: int) -> list[Result]:
@@ -105,7 +130,16 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--naive-count", type=int, default=50_000)
     parser.add_argument("--no-write", action="store_true", help="do not update PERFORMANCE.md")
+    parser.add_argument(
+        "--dump",
+        type=Path,
+        metavar="DIR",
+        help="only write DIR/events.jsonl and DIR/rules.json for native/bench/engine.rs",
+    )
     args = parser.parse_args(argv)
+    if args.dump:
+        dump(args.dump, args.count)
+        return []
     results = run(args.count, args.batch, args.naive_count)
     for r in results:
         print(r.row())

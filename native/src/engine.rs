@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
-    ASTNode, Dynamic, Engine, EvalAltResult, Expr, Map, Module, Position, Scope, Shared, Stmt, AST,
+    ASTNode, Caches, Dynamic, Engine, EvalAltResult, Expr, Map, Module, Position, Scope, Shared,
+    Stmt, AST,
 };
 use sha2::{Digest, Sha256};
 
@@ -170,6 +171,8 @@ struct LoadedRule {
     projection: Projection,
     windows: RuleWindows,
     stats: RuleStats,
+    /// Rhai's function-resolution cache, kept across this rule's evaluations.
+    caches: Caches,
 }
 
 impl LoadedRule {
@@ -442,6 +445,7 @@ impl RuleEngine {
             projection,
             windows: RuleWindows::default(),
             stats: RuleStats::default(),
+            caches: Caches::new(),
         })
     }
 
@@ -684,7 +688,7 @@ fn evaluate_rule(
     let started = *clock;
     context::set_deadline(started.checked_add(rule.limits.deadline()));
     let result = catch_unwind(AssertUnwindSafe(|| {
-        rule.engine.run_ast_with_scope(scope, &rule.ast)
+        run_rule(&rule.engine, &rule.ast, &mut rule.caches, scope)
     }));
     context::set_deadline(None);
     *clock = Instant::now();
@@ -709,11 +713,15 @@ fn evaluate_rule(
             return;
         }
         Ok(Err(err)) => describe_failure(&err, &rule.limits),
-        Err(panic) => (
-            FailureKind::Panic,
-            format!("internal error in the engine: {}", panic_message(&panic)),
-            Position::NONE,
-        ),
+        Err(panic) => {
+            // Whatever the unwind left half-done in the cache goes with it.
+            rule.caches = Caches::new();
+            (
+                FailureKind::Panic,
+                format!("internal error in the engine: {}", panic_message(&panic)),
+                Position::NONE,
+            )
+        }
     };
     rule.stats.failures += 1;
     let (kind, message, pos) = failure;
@@ -725,6 +733,37 @@ fn evaluate_rule(
         line: pos.line(),
         column: pos.position(),
     });
+}
+
+/// Maximum entries of a rule's function-resolution cache kept from one evaluation to the
+/// next. A script calls a bounded set of functions, but dynamic calls (`Fn(name).call()`)
+/// could add names without end.
+const MAX_CACHED_RESOLUTIONS: usize = 512;
+
+/// `Engine::run_ast_with_scope`, except that the rule's function-resolution cache lives on
+/// between evaluations: Rhai otherwise starts every run with an empty one, so each call
+/// (`!=`, `glob`, `split`...) is looked up again in the function tables on every event.
+/// The cache maps call hashes (name and argument types) to functions of this rule's engine
+/// and AST, which never change for a loaded rule. After a failed run (which may leave the
+/// cache stack unbalanced) or when it grows large, the rule starts with an empty cache.
+fn run_rule(
+    engine: &Engine,
+    ast: &AST,
+    caches: &mut Caches,
+    scope: &mut Scope,
+) -> Result<(), Box<EvalAltResult>> {
+    let mut global = engine.new_global_runtime_state();
+    global.lib.push(ast.shared_lib().clone());
+    #[allow(deprecated)]
+    let result = engine.eval_statements_raw(&mut global, caches, scope, ast.statements());
+    let levels = caches.fn_resolution_caches_len();
+    if result.is_err()
+        || levels > 1
+        || (levels == 1 && caches.fn_resolution_cache_mut().dict.len() > MAX_CACHED_RESOLUTIONS)
+    {
+        *caches = Caches::new();
+    }
+    result.map(|_| ())
 }
 
 /// Turn a Rhai error into (kind, message for people, position in the rule's source).
@@ -941,6 +980,94 @@ mod tests {
         assert_eq!(out.matches.len(), 1, "{out:?}");
         let out = engine.evaluate_jsonl(line("02:00").as_bytes());
         assert!(out.matches.is_empty());
+    }
+
+    #[test]
+    fn membership_overloads_agree_with_rhai_equality() {
+        // `x in [...]` runs our exact-type `contains` overloads for string and integer
+        // needles; Rhai's own `contains` (the standard package alone) is the reference.
+        let ours = build_engine(Limits::default().engine_limits());
+        let mut reference = Engine::new_raw();
+        reference.register_global_module(standard_package());
+        let needles = [
+            r#""a""#,
+            r#""ab""#,
+            r#""""#,
+            "4",
+            "0",
+            "-3",
+            "9007199254740993",
+        ];
+        let items = [
+            r#""a""#,
+            "'a'",
+            r#""ab""#,
+            r#""""#,
+            "4",
+            "4.0",
+            "4.000000000000001",
+            "0.0",
+            "-0.0",
+            "-3",
+            "9007199254740992.0",
+            "()",
+            "true",
+            "#{a: 1}",
+            "[4]",
+            "'b'",
+        ];
+        for needle in needles {
+            for item in items {
+                let script = format!("{needle} in [{item}]");
+                let expected: bool = reference.eval(&script).expect("reference runs");
+                assert_eq!(ours.eval::<bool>(&script).ok(), Some(expected), "{script}");
+            }
+            let all = format!("{needle} in [{}]", items.join(", "));
+            let expected: bool = reference.eval(&all).expect("reference runs");
+            assert_eq!(ours.eval::<bool>(&all).ok(), Some(expected), "{all}");
+            let empty = format!("{needle} in []");
+            assert_eq!(ours.eval::<bool>(&empty).ok(), Some(false), "{empty}");
+        }
+        // A constant array and the negated form go through the same overloads.
+        let script = r#"const A = ["x", "y"]; ("y" in A) && !("z" in A) && "z" !in A"#;
+        assert_eq!(ours.eval::<bool>(script).ok(), Some(true));
+    }
+
+    #[test]
+    fn kept_function_cache_survives_script_functions_and_failures() {
+        // The function-resolution cache outlives each run; script functions push and pop
+        // cache levels, and a failure mid-function resets it. Results must not drift.
+        let mut engine = engine_with(&[(
+            "f",
+            r#"
+            fn name_of(path) { let parts = path.split("/"); parts[parts.len() - 1] }
+            fn check(pid) { if pid == 0 { throw "pid 0"; } pid }
+            if check(event.proc.pid) > 0 && name_of(event.proc.exe) in ["curl", "wget"] {
+                emit(#{context: #{name: name_of(event.proc.exe)}});
+            }
+            "#,
+        )]);
+        let line = |exe: &str, pid: i64| {
+            format!(
+                r#"{{"kind":"proc","ts":"2026-12-03T08:00:00Z","proc":{{"exe":"{exe}","pid":{pid}}}}}"#
+            )
+        };
+        for _ in 0..3 {
+            let batch = [
+                line("/usr/bin/curl", 1),
+                line("/usr/bin/ls", 2),
+                line("/usr/bin/wget", 0),
+                line("/usr/bin/wget", 3),
+            ]
+            .join("\n");
+            let out = engine.evaluate_jsonl(batch.as_bytes());
+            let matched: Vec<usize> = out.matches.iter().map(|m| m.event_index).collect();
+            assert_eq!(matched, vec![0, 3], "{out:?}");
+            assert_eq!(out.failures.len(), 1, "{out:?}");
+            assert_eq!(out.failures[0].event_index, 2);
+            assert_eq!(out.failures[0].kind, FailureKind::Runtime);
+            assert_eq!(out.failures[0].line, Some(3), "{out:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The functions a rule can call: `emit`, matching helpers, `enrich`, and windows.
 
-use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Map, FLOAT, INT};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Map, FLOAT, INT,
+};
 
 use crate::context::{self, runtime_error, terminate, EventTime, CAPABILITY, EMIT_LIMIT};
 use crate::matchers::{cidr_contains, entropy};
@@ -14,6 +16,7 @@ pub fn register(engine: &mut Engine) {
     register_matchers(engine);
     register_lookups(engine);
     register_windows(engine);
+    register_membership(engine);
 }
 
 /// Side-effecting functions are volatile so no optimizer pass ever calls them at compile time.
@@ -58,6 +61,54 @@ fn register_matchers(engine: &mut Engine) {
     engine.register_fn("cidr", |_: (), _: &str| false);
     engine.register_fn("entropy", |text: &str| -> FLOAT { entropy(text) });
     engine.register_fn("entropy", |_: ()| -> FLOAT { 0.0 });
+}
+
+/// `x in [a, b, c]` is Rhai's `contains(array, x)`, which calls the `==` operator through
+/// the engine once per element (a function lookup each). For string and integer needles
+/// these exact-type overloads compare directly, giving what Rhai's built-in `==` gives for
+/// every element type: strings by content, a char equal to a one-char string, an integer
+/// against a float as Rhai's checked float `==` does, anything else of another type `false`.
+fn register_membership(engine: &mut Engine) {
+    FuncRegistration::new("contains")
+        .with_purity(true)
+        .register_into_engine(engine, |array: &mut Array, value: ImmutableString| {
+            array.iter().any(|item| equals_str(item, &value))
+        });
+    FuncRegistration::new("contains")
+        .with_purity(true)
+        .register_into_engine(engine, |array: &mut Array, value: INT| {
+            array.iter().any(|item| equals_int(item, value))
+        });
+}
+
+fn equals_str(item: &Dynamic, value: &str) -> bool {
+    if let Ok(text) = item.as_immutable_string_ref() {
+        return text.as_str() == value;
+    }
+    match item.as_char() {
+        Ok(c) => {
+            let mut chars = value.chars();
+            chars.next() == Some(c) && chars.next().is_none()
+        }
+        Err(_) => false,
+    }
+}
+
+fn equals_int(item: &Dynamic, value: INT) -> bool {
+    match (item.as_int(), item.as_float()) {
+        (Ok(i), _) => i == value,
+        (_, Ok(x)) => {
+            // Rhai's checked float `==`: equal within a relative epsilon.
+            let y = value as FLOAT;
+            let max = if x * y == 0.0 {
+                1.0
+            } else {
+                x.abs().max(y.abs())
+            };
+            max == 0.0 || (x - y).abs() / max <= FLOAT::EPSILON
+        }
+        _ => false,
+    }
 }
 
 fn register_lookups(engine: &mut Engine) {
