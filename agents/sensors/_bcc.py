@@ -20,7 +20,6 @@ import contextlib
 import ctypes
 import importlib.util
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -342,26 +341,42 @@ def record_bytes(data: Any, size: int) -> bytes:
 class Timestamps:
     """bpf_ktime_get_ns() (CLOCK_MONOTONIC) to the contract's RFC 3339 text, fast.
 
-    The offset to the wall clock is taken once; the formatted second is cached, since at
-    thousands of events per second strftime per event would be a large part of the cost.
+    The offset to the wall clock is taken once; the text up to the millisecond is cached
+    (`prefix(ms)`), so a timestamp is that prefix plus one of 1,000 prebuilt "uuuZ" tails: at
+    tens of thousands of records a second, strftime (or even a format spec) per record would
+    be a large part of the cost. Hot loops inline `format()` with `offset_us`, `prefix()` and
+    `US_TAILS` (see bcc_exec).
     """
+
+    #: "000Z" .. "999Z": the microseconds within a millisecond, and the zone
+    US_TAILS: tuple[str, ...] = tuple(f"{i:03d}Z" for i in range(1000))
 
     def __init__(self) -> None:
         self.offset = monotonic_to_epoch_offset()
-        self._offset_us = round(self.offset * 1e6)
+        self.offset_us = round(self.offset * 1e6)
         self._sec = -1
-        self._prefix = ""
+        self._sec_text = ""
+        self._ms = -1
+        self._ms_text = ""
 
     def epoch(self, ktime_ns: int) -> float:
         return ktime_ns / 1e9 + self.offset
 
+    def prefix(self, ms: int) -> str:
+        """ "YYYY-MM-DDTHH:MM:SS.mmm" for `ms` milliseconds since the epoch (cached)."""
+        if ms != self._ms:
+            sec, milli = divmod(ms, 1000)
+            if sec != self._sec:
+                self._sec_text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+                self._sec = sec
+            self._ms_text = f"{self._sec_text}.{milli:03d}"
+            self._ms = ms
+        return self._ms_text
+
     def format(self, ktime_ns: int) -> str:
-        micros = ktime_ns // 1000 + self._offset_us
-        sec, us = divmod(micros, 1_000_000)
-        if sec != self._sec:
-            self._prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._sec = sec
-        return f"{self._prefix}.{us:06d}Z"
+        micros = ktime_ns // 1000 + self.offset_us
+        ms = micros // 1000
+        return (self._ms_text if ms == self._ms else self.prefix(ms)) + self.US_TAILS[micros % 1000]
 
 
 class RingReader:
@@ -401,6 +416,9 @@ class RingReader:
         # aligned 8-byte positions read and written as single loads and stores
         self._cons_pos = ctypes.c_uint64.from_buffer(self._cons)
         self._prod_view = memoryview(self._prod)
+        # native u32 / u64 views: a header or the producer position is one index, no tuple
+        self._words = self._prod_view.cast("I")
+        self._prod_pos = self._prod_view[:8].cast("Q")
         self._mask = size - 1
         self._page = page
         self._epoll = select.epoll()
@@ -435,25 +453,27 @@ class RingReader:
 
     def _drain(self) -> list[bytes]:
         out: list[bytes] = []
-        view, page, mask = self._prod_view, self._page, self._mask
-        unpack = _U32.unpack_from
-        busy, discard = self.BUSY, self.DISCARD
+        append = out.append
+        ring, words, prod_pos = self._prod, self._words, self._prod_pos
+        page, mask = self._page, self._mask
+        busy, flags = self.BUSY, self.BUSY | self.DISCARD
         cons = self._cons_pos.value
         while True:
-            prod = _U64.unpack_from(view, 0)[0]
-            progressed = False
+            prod = prod_pos[0]
+            start = cons
             while cons < prod:
                 at = page + (cons & mask)
-                length = unpack(view, at)[0]
-                if length & busy:
-                    break  # reserved, not committed yet: the records after it wait too
-                progressed = True
-                size = length & ~(busy | discard)
-                if not length & discard:
-                    out.append(bytes(view[at + 8 : at + 8 + size]))
-                cons += (size + 8 + 7) & ~7
+                length = words[at >> 2]  # positions are 8-byte aligned
+                if length & flags:
+                    if length & busy:
+                        break  # reserved, not committed yet: the records after it wait too
+                    cons += ((length & ~flags) + 15) & ~7  # discarded: skip it
+                    continue
+                at += 8
+                append(ring[at : at + length])  # one copy out of the mapping (mmap slice)
+                cons += (length + 15) & ~7  # 8-byte header, 8-byte aligned
             self._cons_pos.value = cons  # frees the space for the producers
-            if not progressed or len(out) >= 65536:
+            if cons == start or len(out) >= 65536:
                 return out
 
     def close(self) -> None:
@@ -462,14 +482,12 @@ class RingReader:
             with contextlib.suppress(Exception):
                 self._epoll.close()
             del self._cons_pos
+            self._words.release()
+            self._prod_pos.release()
             self._prod_view.release()
             with contextlib.suppress(Exception):
                 self._cons.close()
                 self._prod.close()
-
-
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 class BccSensor(Sensor):
@@ -570,7 +588,7 @@ class RingSensor(BccSensor):
         finally:
             self._leave_events()
 
-    def handle_batch(self, batch: list[bytes]) -> Iterator[Event]:
+    def handle_batch(self, batch: list[bytes]) -> Iterable[Event]:
         for raw in batch:
             event = self.handle(raw)
             if event is not None:

@@ -18,12 +18,14 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.sensors import create
+from agents.sensors._bcc import Timestamps
 from agents.sensors.base import Event, Sensor
 from agents.sensors.bcc_exec import (
     FILENAME_LEN,
@@ -290,6 +292,140 @@ def test_exec_record_to_event() -> None:
         "cmdline": "x",
         "user": "root",
     }
+
+
+def _exec_raw(
+    pid: int,
+    ppid: int,
+    argv: tuple[bytes, ...] = (),
+    *,
+    filename: bytes = b"",
+    comm: bytes = b"",
+    uid: int = 0,
+    ktime: int = 5_000_000_123,
+    truncated: int = 0,
+    filename_len: int | None = None,
+    args: bytes | None = None,
+) -> bytes:
+    """An exec record as the BPF program writes it (the filename's length in filename_len)."""
+    buf = b"".join(a + b"\0" for a in argv) if args is None else args
+    name = filename.split(b"\0", 1)[0]
+    fn_len = len(name) if filename_len is None else filename_len
+    head = struct.pack(
+        f"<10IQ16s{FILENAME_LEN}s",
+        T_EXEC,
+        pid,
+        pid,
+        ppid,
+        uid,
+        uid,
+        len(argv),
+        truncated,
+        len(buf),
+        fn_len,
+        ktime,
+        comm,
+        filename,
+    )
+    return head + buf
+
+
+def _exit_raw(
+    pid: int, ppid: int, comm: bytes = b"", uid: int = 0, ktime: int = 6_000_000_000
+) -> bytes:
+    return struct.pack("<4IQ16s", T_EXIT, pid, ppid, uid, ktime, comm)
+
+
+def _reference_events(sensor: BccExecSensor, batch: list[bytes]) -> list[Event]:
+    """handle_batch() record by record: decode(), on_exec() / on_exit()."""
+    recs = [decode(raw) for raw in batch]
+    gone = {r.pid for r in recs if isinstance(r, ExitRecord)}
+    out: list[Event] = []
+    for rec in recs:
+        if isinstance(rec, ExecRecord):
+            out.append(sensor.on_exec(rec, gone))
+        elif isinstance(rec, ExitRecord):
+            event = sensor.on_exit(rec)
+            if event is not None:
+                out.append(event)
+        else:
+            sensor.count("bad_records")
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"exit_events": False}, {"cwd": False}])
+def test_the_fused_batch_path_matches_the_record_by_record_one(options: dict[str, Any]) -> None:
+    """handle_batch() (one fused loop over the raw bytes) makes the very events decode() +
+    on_exec() / on_exit() make, key order included, for every kind of record the BPF side
+    writes and some it does not."""
+    me, gone = os.getpid(), 2**22 + 100  # this process (alive: its cwd is read); no such pids
+    first = [
+        _exec_raw(
+            gone + 1,
+            me,
+            (b"/usr/bin/curl", b"-s", b"http://example.test/x y"),
+            filename=b"/usr/bin/curl\0stale bytes of an earlier record",
+            comm=b"curl",
+            ktime=5_000_000_123,
+        ),
+        _exec_raw(me, me, (b"/bin/x", b"", b"z"), filename=b"/bin/x", comm=b"x", uid=1000),
+        _exec_raw(  # not UTF-8, in the filename and the arguments
+            gone + 2,
+            gone + 1,
+            (b"/opt/\xe2\x82", b"caf\xc3\xa9", b"\xff\xfe\xe2", b"\xe2\x82"),
+            filename=b"/opt/\xe2\x82",
+            comm=b"\xe2\x82",
+            ktime=5_000_999_999,
+        ),
+        _exec_raw(gone + 3, 1, filename=b"/sbin/init", comm=b"init", ktime=5_001_000_000),
+        _exec_raw(gone + 4, 1, filename=b"/sbin/init", comm=b""),  # no argv, no comm
+        _exec_raw(gone + 5, me, (b"/bin/big", b"a" * 255), filename=b"/bin/big", truncated=1),
+        _exec_raw(gone + 6, me, (b"./run",), filename=b"./run", comm=b"run"),  # relative
+        _exec_raw(gone + 7, 0, (b"/bin/true",), filename=b"/bin/true"),  # fork not seen
+        _exec_raw(gone + 8, me, (b"/bin/a",), filename=b"/bin/a", filename_len=0),  # old layout
+        _exec_raw(gone + 9, me, (b"/bin/a",), filename=b"/bin/a", filename_len=FILENAME_LEN),
+        _exec_raw(gone + 10, me, (b"/bin/a", b"b"), filename=b"/bin/a", args=b"/bin/a\0b"),
+        _exec_raw(gone + 11, me, (b"/bin/a",), filename=b"/bin/a", args=b""),  # argc, no bytes
+        _exec_raw(gone + 12, me, (b"/bin/a",), filename=b"/bin/a", uid=4_000_000),  # no user
+        _exit_raw(gone + 1, me, b"curl"),
+        _exit_raw(gone + 20, gone + 2, b"child"),  # never exec'd: its parent's image
+        _exit_raw(gone + 21, 0, b"lone"),
+        _exit_raw(gone + 22, 0, b""),
+        _exit_raw(gone + 4, 0),
+        b"",
+        b"\x09\0\0\0",
+        _exec_raw(gone + 13, me, (b"/bin/a",), filename=b"/bin/a")[:100],  # cut short
+        _exit_raw(gone + 23, me)[:30],
+    ]
+    second = [_exit_raw(pid, 0, b"later") for pid in range(gone + 2, gone + 14)]
+    second.append(b"")
+    fused, reference = BccExecSensor(options), BccExecSensor(options)
+    fused._ts = reference._ts = Timestamps()
+    for batch in (first, second):
+        expected = _reference_events(reference, batch)
+        got = fused.handle_batch(batch)
+        assert got == expected
+        assert [list(e["proc"]) for e in got] == [list(e["proc"]) for e in expected]
+    assert fused.counters == reference.counters
+    assert fused.counters["bad_records"] == 5
+    assert fused.exes.data == reference.exes.data
+    assert fused.ppids.cache.data == reference.ppids.cache.data
+    # what the fast path looked up for a live process
+    proc = BccExecSensor(options).handle_batch(first[1:2])[0]["proc"]
+    assert proc.get("cwd") == (os.getcwd() if options.get("cwd", True) else None)
+    assert proc["parent_exe"] == os.path.realpath(f"/proc/{me}/exe")
+
+
+def test_timestamps_are_the_kernel_clock_as_rfc3339() -> None:
+    stamps = Timestamps()
+    base = 7_200_000_000_000  # two hours of uptime, in ns
+    for ktime in (base, base + 999, base + 1_000, base + 999_999, base + 1_000_000, base - 1):
+        for step in (0, 1, 999_000, 1_000_000_000, 86_400 * 10**9):
+            k = ktime + step
+            sec, micros = divmod(k // 1000 + stamps.offset_us, 1_000_000)
+            expected = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            assert stamps.format(k) == f"{expected}.{micros:06d}Z"
+    assert abs(_epoch(stamps.format(time.monotonic_ns())) - time.time()) < 1
 
 
 # -- bcc-net --------------------------------------------------------------------------------
