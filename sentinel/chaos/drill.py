@@ -43,6 +43,11 @@ from sentinel.settings import PROJECT_ROOT, Settings
 Say = Callable[[str], None]
 
 
+# Replayed while the upstream is slow, ATTACK_EVENTS events each (about 7 alerts to triage).
+SLOW_ATTACKS = ("reverse-shell", "curl-pipe-shell", "cred-access")
+ATTACK_EVENTS = 200
+
+
 class DrillError(RuntimeError):
     """The drill could not run (a component did not start or never caught up)."""
 
@@ -260,6 +265,7 @@ class Drill:
         self.faults: list[FaultRecord] = []
         self.samples: list[dict[str, Any]] = []
         self.injected: list[int] = []
+        self.injected_attacks = 0
         self._monitor_stop = threading.Event()
         self._lag: tuple[float, dict[str, Any]] = (0.0, {})  # (read at, lag per group)
         self._probes: list[tuple[FaultRecord, float, Callable[[dict[str, Any]], bool]]] = []
@@ -579,7 +585,9 @@ class Drill:
         self.faults.append(record)
         self.upstream_proxy.slow(self.plan.latency_s)
         self.say(f"upstream model server slowed by {self.plan.latency_s:.1f} s a response")
-        time.sleep(self.plan.slow_s)
+        started = time.monotonic()
+        self.inject_attacks()  # alerts that want triage while the upstream is slow
+        time.sleep(max(0.0, self.plan.slow_s - (time.monotonic() - started)))
         self.upstream_proxy.slow(0.0)
         record.down_s = self.plan.slow_s
         backlog = max((s.get("triage_lag") or 0) for s in self.samples[-int(self.plan.slow_s) :])
@@ -589,6 +597,27 @@ class Drill:
         )
         self.say("upstream model server at full speed again")
         self.probe(record, lambda sample: sample.get("triage_lag") == 0)
+
+    def inject_attacks(self) -> None:
+        """Replay a few attack episodes of other hosts now: high-severity alerts to triage."""
+        from datetime import UTC, datetime
+
+        from agents.replay import replay_to_kafka
+        from agents.scenarios import generate
+        from sentinel.kafka import EVENTS
+
+        events = [
+            event
+            for i, scenario in enumerate(SLOW_ATTACKS)
+            for event in generate(
+                scenario, ATTACK_EVENTS, hosts=4, seed=self.plan.seed + i, start=datetime.now(UTC)
+            )
+        ]
+        summary = replay_to_kafka(events, self.settings, EVENTS)
+        if summary.errors:
+            raise DrillError(f"injecting attack events failed: {summary.first_error}")
+        self.injected_attacks += summary.sent
+        self.say(f"replayed {summary.sent} events of {', '.join(SLOW_ATTACKS)} (to be triaged)")
 
     def inject_malformed(self, which: int) -> None:
         from agents.replay import replay_to_kafka
@@ -793,7 +822,8 @@ class Drill:
                 len(events) - uncommitted - len(invalid - letters.keys()),
                 uncommitted + len(invalid - letters.keys()),
                 0,
-                f"{len(events) - len(invalid):,} valid and committed; {len(invalid)} malformed "
+                f"{len(events) - len(invalid):,} valid and committed (the agents' and "
+                f"{self.injected_attacks} replayed attack events); {len(invalid)} malformed "
                 f"({sum(self.injected)} injected) with {len(invalid & letters.keys())} in the DLQ; "
                 f"{sum(c - 1 for c in letters.values())} dead letters written again after the "
                 f"worker's crash (same source offsets)",

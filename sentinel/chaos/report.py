@@ -26,17 +26,20 @@ def _s(value: float | None) -> str:
 
 
 def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
+    """The short commit the drill ran, with `+changes` when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
         )
-        return out.stdout.strip() or "unknown"
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD") or "unknown"
+        changed = git("status", "--porcelain", "--untracked-files=no")
     except OSError:
         return "unknown"
+    return f"{head}+changes" if changed else head
 
 
 def print_report(report: DrillReport, console: Console) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sentinel.chaos.drill import DrillPlan
+from sentinel.chaos.drill import ATTACK_EVENTS, SLOW_ATTACKS, DrillPlan
 from sentinel.chaos.report import BEGIN, END
 from sentinel.cli import app as cli
 from sentinel.settings import Settings
@@ -50,12 +50,16 @@ def test_the_drill_under_every_fault_loses_and_duplicates_nothing(
     assert all(f["recovered_s"] is not None for f in report["faults"])
     checks = {c["name"].split()[0]: c for c in report["checks"]}
     assert checks["agent"]["expected"] == checks["agent"]["observed"] == 2 * 60 * 120
-    assert checks["records"]["expected"] == 2 * 60 * 120 + 2 * 40  # the malformed ones too
+    # the agents' events, the attack episodes replayed during the slow-down, the malformed ones
+    attacks = len(SLOW_ATTACKS) * ATTACK_EVENTS
+    assert checks["records"]["expected"] == 2 * 60 * 120 + attacks + 2 * 40
     assert (
         checks["alerts"]["expected"] > 10
         and checks["alerts"]["observed"] == checks["alerts"]["expected"]
     )
     assert checks["lake"]["expected"] == checks["records"]["expected"]
+    slow = next(f for f in report["faults"] if f["fault"].startswith("slow"))
+    assert "backlog peaked at 0 " not in slow["detail"]  # triage had work while it was slow
     cut = next(f for f in report["faults"] if f["fault"].startswith("cut"))
     assert "events waited in its spool" in cut["detail"] and not cut["detail"].startswith("0 ")
     assert any(s.get("detection_lag") is not None for s in report["samples"])
