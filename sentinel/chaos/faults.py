@@ -157,8 +157,8 @@ class FaultProxy:
                     continue  # swallowed: nothing crosses a partition
                 if (wait := delay()) > 0:
                     await asyncio.sleep(wait)
+                self.stats[counter] += len(data)  # before the write: a reader never sees more
                 sink.write(data)
-                self.stats[counter] += len(data)
                 await sink.drain()
         except (ConnectionError, OSError):
             pass
