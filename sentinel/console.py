@@ -8,6 +8,7 @@ import sys
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from sentinel.settings import Settings, get_settings
 
@@ -28,5 +29,5 @@ def settings_or_exit() -> Settings:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `error: message` on stderr; raise the returned Exit."""
-    err.print(f"[red]error[/]: {message}", highlight=False, markup=False)
+    err.print(Text.assemble(("error", "red"), f": {message}"), highlight=False)
     return typer.Exit(code)

@@ -28,6 +28,12 @@ def run(
     slow: Annotated[float, typer.Option(help="seconds the upstream model server is slow")] = 30.0,
     latency: Annotated[float, typer.Option(help="seconds added to each upstream response")] = 2.0,
     seed: Annotated[int, typer.Option(help="seed of the agents' scenarios")] = 7,
+    cut_mode: Annotated[
+        str,
+        typer.Option(
+            help="reset: the path refuses connections; blackhole: it swallows them (time-outs)"
+        ),
+    ] = "reset",
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="drill folder (default: <state>/chaos/<time>)"),
@@ -53,7 +59,10 @@ def run(
         slow_s=slow,
         latency_s=latency,
         seed=seed,
+        cut_mode="blackhole" if cut_mode == "blackhole" else "reset",
     )
+    if cut_mode not in ("reset", "blackhole"):
+        raise _fail(f"--cut-mode must be reset or blackhole, got {cut_mode!r}", 2)
     try:
         plan.check()
     except ValueError as exc:

@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -64,6 +64,7 @@ class DrillPlan:
     slow_s: float = 30.0  # the upstream model server is slow this long
     latency_s: float = 2.0  # added to every response of the upstream meanwhile
     seed: int = 7
+    cut_mode: Literal["reset", "blackhole"] = "reset"  # refused path, or a silent partition
     settle_timeout_s: float = 300.0  # after production: every component must catch up by then
 
     KILL_AT = 0.15
@@ -564,8 +565,11 @@ class Drill:
         host = self.hosts[0]
         record = FaultRecord(f"cut {host}'s path to the broker", self.now())
         self.faults.append(record)
-        self.agent_proxy.cut("reset")
-        self.say(f"cut {host}'s network path to the broker for {self.plan.cut_s:.0f} s")
+        self.agent_proxy.cut(self.plan.cut_mode)
+        self.say(
+            f"cut {host}'s network path to the broker for {self.plan.cut_s:.0f} s "
+            f"({self.plan.cut_mode})"
+        )
         peak = 0
         deadline = time.monotonic() + self.plan.cut_s
         while time.monotonic() < deadline:
@@ -573,10 +577,9 @@ class Drill:
             time.sleep(0.5)
         self.agent_proxy.restore()
         record.down_s = self.plan.cut_s
-        record.detail = (
-            f"{peak:,} events waited in its spool; {self.agent_proxy.stats['reset']} "
-            f"connection attempts reset"
-        )
+        what = "reset" if self.plan.cut_mode == "reset" else "held without an answer"
+        count = self.agent_proxy.stats["reset" if self.plan.cut_mode == "reset" else "held"]
+        record.detail = f"{peak:,} events waited in its spool; {count} connections {what}"
         self.say(f"restored {host}'s path ({peak:,} events spooled at the peak)")
         self.probe(record, self.steady)
 
