@@ -68,7 +68,7 @@ test-native: setup
 bench: setup agent-deps ## benchmarks; results go to docs/PERFORMANCE.md
 	$(PY) -m bench
 
-chaos: setup ## fault drill on loopback (~6 min); its tables go to docs/RELIABILITY.md
+chaos: setup ## fault drill on loopback (~4 min); its tables go to docs/RELIABILITY.md
 	$(SENTINEL) chaos run --record docs/RELIABILITY.md
 
 lint: setup ## ruff, mypy on sentinel/, cargo fmt + clippy

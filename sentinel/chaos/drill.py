@@ -39,6 +39,7 @@ import yaml
 
 from sentinel.chaos.faults import FaultProxy
 from sentinel.settings import PROJECT_ROOT, Settings
+from streams.process import health, spawn_worker
 
 Say = Callable[[str], None]
 
@@ -149,6 +150,13 @@ class Child:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name, self.argv, self.env, self.log = name, argv, env, log
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def adopt(cls, name: str, proc: subprocess.Popen[bytes], log: Path) -> Child:
+        """A process something else started (e.g. `streams.process.spawn_worker`)."""
+        child = cls(name, [str(a) for a in proc.args], {}, log)  # type: ignore[union-attr]
+        child.proc = proc
+        return child
 
     def start(self) -> Child:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -383,19 +391,15 @@ class Drill:
 
     def start_worker(self) -> Child:
         n = len(self.workers) + 1
-        worker = Child(
-            f"worker {n}",
-            [str(self.bin / "faust"), "-A", "streams.app", "worker", "-l", "info"],
-            self.env(),
-            self.root / "logs" / f"worker-{n}.log",
-        ).start()
+        log = self.root / "logs" / f"worker-{n}.log"
+        worker = Child.adopt(f"worker {n}", spawn_worker(self.env(), log), log)
         self.workers.append(worker)
         _wait(f"worker {n} healthy", self.worker_healthy, 120, worker)
         return worker
 
     def worker_healthy(self) -> bool:
-        health = _get_json(f"http://127.0.0.1:{self.settings.streams_web_port}/health")
-        return bool(health and health.get("status") == "ok")
+        answer = health(self.settings.streams_web_port)
+        return bool(answer and answer.get("status") == "ok")
 
     @property
     def worker(self) -> Child:
@@ -635,19 +639,16 @@ class Drill:
         self.say(f"injected {summary.sent} malformed records (they must reach the DLQ)")
 
     def land(self) -> Any:
-        from orchestration.lib.landing import LandingJob, land
-        from orchestration.lib.resources import KafkaResource
-        from sentinel.kafka import EVENTS
+        from orchestration.lib.landing import land
+        from orchestration.lib.resources import KafkaResource, LakeResource
 
-        job = LandingJob(
-            "events",
-            EVENTS,
-            f"{self.settings.lake_consumer_group}.events",
-            self.settings.lake_root,
-            KafkaResource(bootstrap=self.settings.kafka_bootstrap).consumer_options(),
-            chunk_rows=self.settings.lake_chunk_rows,
+        s = self.settings
+        lake = LakeResource(
+            root=str(s.lake_root),
+            consumer_group=s.lake_consumer_group,
+            chunk_rows=s.lake_chunk_rows,
         )
-        report = land(job, workers=1)
+        report = land(lake.landing_job("events", KafkaResource(bootstrap=s.kafka_bootstrap)))
         self.say(f"landed {report.rows:,} events into bronze ({report.rejected:,} to quarantine)")
         return report
 

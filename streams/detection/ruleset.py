@@ -55,8 +55,7 @@ class RuleSet:
 
     def apply(self, packs: dict[str, Pack]) -> None:
         """Compile `packs` as the new complete set, or raise (RuleError) and keep the old one."""
-        specs: list[Any] = [spec for pack in packs.values() for spec in pack.engine_specs()]
-        self.engine.replace_all(specs)  # atomic: all compile or nothing changes
+        self.engine.replace_all(_specs(packs))  # atomic: all compile or nothing changes
         for pack in packs.values():
             for name, values in pack.lists.items():
                 self.engine.set_list(name, values)
@@ -67,9 +66,8 @@ class RuleSet:
     def reset_windows(self) -> None:
         """Forget every window (same rules): the rules leave the engine and come back, compiled
         from its cache. Call it from the thread that evaluates."""
-        specs: list[Any] = [spec for pack in self.packs.values() for spec in pack.engine_specs()]
         self.engine.replace_all([])
-        self.engine.replace_all(specs)
+        self.engine.replace_all(_specs(self.packs))
 
     def offer(self, raw: bytes) -> Offer:
         """Apply a pack message from `sentinel.rules.v1` if it is valid, signed when a verifier
@@ -105,3 +103,8 @@ class RuleSet:
         except RuleError as exc:
             return Offer(False, f"rejected: {pack.name} {pack.version}: {exc}")
         return Offer(True, f"applied: {pack.name} {pack.version} ({len(pack.rules)} rules)")
+
+
+def _specs(packs: dict[str, Pack]) -> list[Any]:
+    """What `RuleEngine.replace_all` takes for every rule of `packs`."""
+    return [spec for pack in packs.values() for spec in pack.engine_specs()]
