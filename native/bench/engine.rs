@@ -105,6 +105,16 @@ fn main() {
         let elapsed = started.elapsed().as_secs_f64();
         let stats = engine.stats();
         let evals: u64 = stats.iter().map(|(_, s)| s.evals).sum();
+        if std::env::var_os("ENGINE_RULE_STATS").is_some() {
+            for (id, s) in &stats {
+                eprintln!(
+                    "{id:<32} {:>8} evals {:>7.0} ns/eval {:>6.1} ms",
+                    s.evals,
+                    s.total_ns as f64 / s.evals.max(1) as f64,
+                    s.total_ns as f64 / 1e6
+                );
+            }
+        }
         println!(
             "{:>9.0} events/s {:>9.0} evals/s  ({} events, {evals} evals, {matches} matches, {failures} failures, signature {signature:x})",
             lines.len() as f64 / elapsed,

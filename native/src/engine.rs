@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::context::{self, BatchContext, EventTime, HostData, CAPABILITY, DEADLINE, EMIT_LIMIT};
 use crate::events::{event_kind_and_time, EventInput};
+use crate::fastpath::{FastPath, Locals};
 use crate::hashing::{FastMap, FastSet};
 use crate::limits::{EngineLimits, Limits};
 use crate::matchers::PatternCache;
@@ -97,6 +98,8 @@ pub struct RuleStats {
     pub matches: u64,
     pub failures: u64,
     pub total_ns: u64,
+    /// Evaluations the native fast path decided (no alert), without running Rhai.
+    pub native: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +176,8 @@ struct LoadedRule {
     stats: RuleStats,
     /// Rhai's function-resolution cache, kept across this rule's evaluations.
     caches: Caches,
+    /// The pure part of the rule, evaluated natively (`None`: always interpreted).
+    fast: Option<FastPath>,
 }
 
 impl LoadedRule {
@@ -206,6 +211,8 @@ pub struct RuleEngine {
     host: Arc<HostData>,
     patterns: PatternCache,
     compiles: u64,
+    /// Whether rules' native fast paths are used (off only to compare against Rhai alone).
+    fast_path: bool,
 }
 
 impl RuleEngine {
@@ -222,7 +229,19 @@ impl RuleEngine {
             host: Arc::new(HostData::default()),
             patterns: PatternCache::default(),
             compiles: 0,
+            fast_path: true,
         })
+    }
+
+    /// Use the rules' native fast paths (the default) or interpret every evaluation in Rhai.
+    /// Results are the same either way; this exists to show that, and to measure the gain.
+    pub fn set_fast_path(&mut self, enabled: bool) {
+        self.fast_path = enabled;
+    }
+
+    /// How many loaded rules have a native fast path.
+    pub fn fast_paths(&self) -> usize {
+        self.rules.iter().filter(|r| r.fast.is_some()).count()
     }
 
     /// Number of loaded rules.
@@ -340,11 +359,17 @@ impl RuleEngine {
             event_time: EventTime::Missing,
         };
         let mut outcome = BatchOutcome::default();
+        let host = Arc::clone(&self.host);
+        let fast_path = self.fast_path;
         let (_, returned) = context::with_batch(batch, || {
             run_batch(
                 &mut self.rules,
                 &self.by_kind,
                 &self.any_kind,
+                Natively {
+                    enabled: fast_path,
+                    host: &host,
+                },
                 events,
                 &mut outcome,
             )
@@ -431,6 +456,7 @@ impl RuleEngine {
         }
         let alert_defaults = alert_defaults(&id, &meta);
         let projection = Projection::of_rule(&ast);
+        let fast = FastPath::compile(&ast, &limits);
         Ok(LoadedRule {
             id,
             hash,
@@ -446,6 +472,7 @@ impl RuleEngine {
             windows: RuleWindows::default(),
             stats: RuleStats::default(),
             caches: Caches::new(),
+            fast,
         })
     }
 
@@ -616,16 +643,26 @@ fn find_call(ast: &AST, function: &str) -> Option<Position> {
     found
 }
 
+/// What the fast paths of a batch need.
+struct Natively<'a> {
+    enabled: bool,
+    host: &'a HostData,
+}
+
 fn run_batch<I>(
     rules: &mut [LoadedRule],
     by_kind: &FastMap<String, Vec<usize>>,
     any_kind: &[usize],
+    natively: Natively<'_>,
     events: I,
     outcome: &mut BatchOutcome,
 ) where
     I: Iterator<Item = (usize, EventInput)>,
 {
     let mut scope = Scope::new();
+    let mut locals = Locals::default();
+    // Rules of the current event that Rhai has to run, with the time their fast path took.
+    let mut interpret: Vec<(usize, u64)> = Vec::new();
     for (index, input) in events {
         let event = match input {
             Ok(event) if event.is_map() => event,
@@ -653,18 +690,50 @@ fn run_batch<I>(
         if selected.is_empty() {
             continue;
         }
+        // One clock read per rule: each rule's end is the next rule's start.
+        let mut clock = Instant::now();
+        interpret.clear();
+        for &rule_index in selected {
+            let Some(rule) = rules.get_mut(rule_index) else {
+                continue;
+            };
+            let mut spent = 0;
+            if let Some(fast) = rule.fast.as_ref().filter(|_| natively.enabled) {
+                let quiet = catch_unwind(AssertUnwindSafe(|| {
+                    fast.quiet(&event, natively.host, &mut locals)
+                }))
+                .unwrap_or(false);
+                let now = Instant::now();
+                spent = nanos_between(clock, now);
+                clock = now;
+                if quiet {
+                    // Rhai would have finished without an alert, a failure or a side effect.
+                    rule.stats.evals += 1;
+                    rule.stats.native += 1;
+                    rule.stats.total_ns = rule.stats.total_ns.saturating_add(spent);
+                    continue;
+                }
+            }
+            interpret.push((rule_index, spent));
+        }
+        if interpret.is_empty() {
+            continue;
+        }
         context::update(|ctx| ctx.event_time = time);
         scope.clear();
         scope.push_constant_dynamic("event", event);
-        // One clock read per rule: each rule's end is the next rule's start.
-        let mut clock = Instant::now();
-        for &rule_index in selected {
+        for &(rule_index, spent) in &interpret {
             if let Some(rule) = rules.get_mut(rule_index) {
+                rule.stats.total_ns = rule.stats.total_ns.saturating_add(spent);
                 evaluate_rule(rule, rule_index, index, &mut scope, &mut clock, outcome);
             }
             scope.rewind(1);
         }
     }
+}
+
+fn nanos_between(start: Instant, end: Instant) -> u64 {
+    u64::try_from(end.duration_since(start).as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn evaluate_rule(
@@ -692,7 +761,7 @@ fn evaluate_rule(
     }));
     context::set_deadline(None);
     *clock = Instant::now();
-    let elapsed = u64::try_from(clock.duration_since(started).as_nanos()).unwrap_or(u64::MAX);
+    let elapsed = nanos_between(started, *clock);
     let emits = context::take_emits();
 
     rule.stats.evals += 1;

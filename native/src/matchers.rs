@@ -190,7 +190,7 @@ enum PatternKind {
     Glob,
 }
 
-type Compiled = Result<Arc<Regex>, String>;
+pub type Compiled = Result<Arc<Regex>, String>;
 
 /// Compiled `re_match` and `glob` patterns, compiled once per engine and reused across
 /// events and rules. Failed compilations are cached too, so a bad pattern costs once.
@@ -225,6 +225,16 @@ impl PatternCache {
         map.insert(pattern.to_owned(), compiled.clone());
         compiled
     }
+}
+
+/// Compile a `re_match` pattern as the cache does (same limits, same errors).
+pub fn compile_regex(pattern: &str) -> Compiled {
+    compile(PatternKind::Regex, pattern)
+}
+
+/// Compile a `glob` pattern as the cache does (same limits, same errors).
+pub fn compile_glob(pattern: &str) -> Compiled {
+    compile(PatternKind::Glob, pattern)
 }
 
 fn compile(kind: PatternKind, pattern: &str) -> Compiled {

