@@ -13,8 +13,8 @@ use rhai::{
 use sha2::{Digest, Sha256};
 
 use crate::context::{self, BatchContext, EventTime, HostData, CAPABILITY, DEADLINE, EMIT_LIMIT};
-use crate::events::{event_kind_and_time, EventInput};
-use crate::fastpath::{FastPath, Locals};
+use crate::events::{Event, EventInput};
+use crate::fastpath::FastPath;
 use crate::hashing::{FastMap, FastSet};
 use crate::limits::{EngineLimits, Limits};
 use crate::matchers::PatternCache;
@@ -335,9 +335,9 @@ impl RuleEngine {
     }
 
     /// Evaluate already-decoded events (`Err` entries are reported as parse errors).
-    pub fn evaluate<I>(&mut self, events: I) -> BatchOutcome
+    pub fn evaluate<'a, I>(&mut self, events: I) -> BatchOutcome
     where
-        I: Iterator<Item = (usize, EventInput)>,
+        I: Iterator<Item = (usize, EventInput<'a>)>,
     {
         let windows = self
             .rules
@@ -649,7 +649,7 @@ struct Natively<'a> {
     host: &'a HostData,
 }
 
-fn run_batch<I>(
+fn run_batch<'a, I>(
     rules: &mut [LoadedRule],
     by_kind: &FastMap<String, Vec<usize>>,
     any_kind: &[usize],
@@ -657,16 +657,18 @@ fn run_batch<I>(
     events: I,
     outcome: &mut BatchOutcome,
 ) where
-    I: Iterator<Item = (usize, EventInput)>,
+    I: Iterator<Item = (usize, EventInput<'a>)>,
 {
     let mut scope = Scope::new();
-    let mut locals = Locals::default();
-    // Rules of the current event that Rhai has to run, with the time their fast path took.
-    let mut interpret: Vec<(usize, u64)> = Vec::new();
+    // Of the current event's rules: those the fast path decided, those Rhai has to run (and
+    // whether their fast path was tried first).
+    let mut decided: Vec<usize> = Vec::new();
+    let mut interpret: Vec<(usize, bool)> = Vec::new();
     for (index, input) in events {
         let event = match input {
             Ok(event) if event.is_map() => event,
             Ok(other) => {
+                let other = other.into_dynamic();
                 outcome.parse_errors.push(ParseError {
                     event_index: index,
                     message: format!("an event must be a JSON object, not {}", other.type_name()),
@@ -682,49 +684,64 @@ fn run_batch<I>(
             }
         };
         outcome.events += 1;
-        let (kind, time) = event_kind_and_time(&event);
-        let selected = kind
-            .as_deref()
-            .and_then(|k| by_kind.get(k))
-            .map_or(any_kind, Vec::as_slice);
+        let (selected, time) = event.kind_and_time(|kind| {
+            kind.and_then(|k| by_kind.get(k))
+                .map_or(any_kind, Vec::as_slice)
+        });
         if selected.is_empty() {
             continue;
         }
-        // One clock read per rule: each rule's end is the next rule's start.
         let mut clock = Instant::now();
+        decided.clear();
         interpret.clear();
         for &rule_index in selected {
             let Some(rule) = rules.get_mut(rule_index) else {
                 continue;
             };
-            let mut spent = 0;
-            if let Some(fast) = rule.fast.as_ref().filter(|_| natively.enabled) {
-                let quiet = catch_unwind(AssertUnwindSafe(|| {
-                    fast.quiet(&event, natively.host, &mut locals)
-                }))
-                .unwrap_or(false);
-                let now = Instant::now();
-                spent = nanos_between(clock, now);
-                clock = now;
-                if quiet {
-                    // Rhai would have finished without an alert, a failure or a side effect.
-                    rule.stats.evals += 1;
-                    rule.stats.native += 1;
-                    rule.stats.total_ns = rule.stats.total_ns.saturating_add(spent);
-                    continue;
+            let Some(fast) = rule.fast.as_ref().filter(|_| natively.enabled) else {
+                interpret.push((rule_index, false));
+                continue;
+            };
+            let quiet = catch_unwind(AssertUnwindSafe(|| match &event {
+                Event::Json(json) => fast.quiet(json, natively.host),
+                Event::Value(value) => fast.quiet(value, natively.host),
+            }))
+            .unwrap_or(false);
+            if quiet {
+                // Rhai would have finished without an alert, a failure or a side effect.
+                rule.stats.evals += 1;
+                rule.stats.native += 1;
+                decided.push(rule_index);
+            } else {
+                interpret.push((rule_index, true));
+            }
+        }
+        // The native phase is timed once (a clock read costs as much as a fast path) and
+        // shared equally by the rules it ran.
+        let tried = decided.len() + interpret.iter().filter(|(_, t)| *t).count();
+        if tried > 0 {
+            let now = Instant::now();
+            let share = nanos_between(clock, now) / tried as u64;
+            clock = now;
+            let tried_rules = decided
+                .iter()
+                .copied()
+                .chain(interpret.iter().filter(|(_, t)| *t).map(|(r, _)| *r));
+            for rule_index in tried_rules {
+                if let Some(rule) = rules.get_mut(rule_index) {
+                    rule.stats.total_ns = rule.stats.total_ns.saturating_add(share);
                 }
             }
-            interpret.push((rule_index, spent));
         }
         if interpret.is_empty() {
             continue;
         }
         context::update(|ctx| ctx.event_time = time);
         scope.clear();
-        scope.push_constant_dynamic("event", event);
-        for &(rule_index, spent) in &interpret {
+        scope.push_constant_dynamic("event", event.into_dynamic());
+        // One clock read per interpreted rule: each rule's end is the next rule's start.
+        for &(rule_index, _) in &interpret {
             if let Some(rule) = rules.get_mut(rule_index) {
-                rule.stats.total_ns = rule.stats.total_ns.saturating_add(spent);
                 evaluate_rule(rule, rule_index, index, &mut scope, &mut clock, outcome);
             }
             scope.rewind(1);

@@ -1,14 +1,79 @@
-//! Turning input bytes into Rhai values: one JSON event per line, parsed once per batch
-//! and shared by every rule that sees it.
+//! Turning input bytes into events: one JSON event per line, parsed once per batch and
+//! shared by every rule that sees it.
 
-use rhai::{Dynamic, ImmutableString};
+use rhai::Dynamic;
 
 use crate::context::EventTime;
+use crate::json::Json;
 use crate::projection::Projection;
 use crate::windows::parse_rfc3339_micros;
 
+/// A decoded event: parsed from JSON (borrowing the input), or already a Rhai value (events
+/// handed over from Python).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Json(Json<'a>),
+    Value(Dynamic),
+}
+
 /// One decoded event, or why it could not be decoded.
-pub type EventInput = Result<Dynamic, String>;
+pub type EventInput<'a> = Result<Event<'a>, String>;
+
+impl Event<'_> {
+    pub fn is_map(&self) -> bool {
+        match self {
+            Event::Json(json) => json.is_map(),
+            Event::Value(value) => value.is_map(),
+        }
+    }
+
+    /// The event as Rhai sees it.
+    pub fn into_dynamic(self) -> Dynamic {
+        match self {
+            Event::Json(json) => json.to_dynamic(),
+            Event::Value(value) => value,
+        }
+    }
+
+    /// Call `f` with the event's `kind` (for the prefilter), and return its `ts` (for windows).
+    pub fn kind_and_time<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> (R, EventTime) {
+        match self {
+            Event::Json(json) => {
+                let kind = match json.get("kind") {
+                    Some(Json::Str(k)) => Some(k.as_ref()),
+                    _ => None,
+                };
+                let time = match json.get("ts") {
+                    None => EventTime::Missing,
+                    Some(Json::Str(text)) => event_time(text),
+                    Some(_) => EventTime::Invalid,
+                };
+                (f(kind), time)
+            }
+            Event::Value(value) => {
+                let Ok(map) = value.as_map_ref() else {
+                    return (f(None), EventTime::Missing);
+                };
+                let kind = map
+                    .get("kind")
+                    .and_then(|k| k.as_immutable_string_ref().ok());
+                let selected = f(kind.as_deref().map(|k| k.as_str()));
+                let time = match map.get("ts") {
+                    None => EventTime::Missing,
+                    Some(ts) => match ts.as_immutable_string_ref() {
+                        Ok(text) => event_time(text.as_str()),
+                        Err(_) => EventTime::Invalid,
+                    },
+                };
+                (selected, time)
+            }
+        }
+    }
+}
+
+fn event_time(text: &str) -> EventTime {
+    parse_rfc3339_micros(text).map_or(EventTime::Invalid, EventTime::At)
+}
 
 /// Events of newline-delimited JSON, indexed by line number (0-based). Blank lines (only
 /// spaces, tabs, CR) are skipped but still count towards the index, so an index always
@@ -16,7 +81,7 @@ pub type EventInput = Result<Dynamic, String>;
 pub fn jsonl_events<'a>(
     data: &'a [u8],
     projection: &'a Projection,
-) -> impl Iterator<Item = (usize, EventInput)> + 'a {
+) -> impl Iterator<Item = (usize, EventInput<'a>)> + 'a {
     lines(data)
         .enumerate()
         .filter(|(_, line)| !is_blank(line))
@@ -46,40 +111,30 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     })
 }
 
-/// Parse one JSON document straight into a Rhai value (no intermediate tree), keeping only
-/// what `projection` says some rule can read.
-pub fn parse_event(line: &[u8], projection: &Projection) -> EventInput {
+/// Parse one JSON document, keeping only what `projection` says some rule can read.
+pub fn parse_event<'a>(line: &'a [u8], projection: &Projection) -> EventInput<'a> {
     projection
         .parse(line)
+        .map(Event::Json)
         .map_err(|e| format!("invalid JSON: {e}"))
-}
-
-/// The event's `kind` (for the prefilter) and its `ts` (for windows).
-pub fn event_kind_and_time(event: &Dynamic) -> (Option<ImmutableString>, EventTime) {
-    let Ok(map) = event.as_map_ref() else {
-        return (None, EventTime::Missing);
-    };
-    let kind = map
-        .get("kind")
-        .and_then(|k| k.as_immutable_string_ref().ok().map(|s| (*s).clone()));
-    let time = match map.get("ts") {
-        None => EventTime::Missing,
-        Some(ts) => match ts.as_immutable_string_ref() {
-            Ok(text) => {
-                parse_rfc3339_micros(text.as_str()).map_or(EventTime::Invalid, EventTime::At)
-            }
-            Err(_) => EventTime::Invalid,
-        },
-    };
-    (kind, time)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(line: &[u8]) -> EventInput {
-        parse_event(line, &Projection::Whole)
+    fn parse(line: &[u8]) -> Result<Dynamic, String> {
+        parse_event(line, &Projection::Whole).map(Event::into_dynamic)
+    }
+
+    fn kind_and_time(event: &Dynamic) -> (Option<String>, EventTime) {
+        let (kind, time) = Event::Value(event.clone()).kind_and_time(|k| k.map(str::to_string));
+        let json = serde_json::to_vec(event).expect("serializes");
+        let from_json = parse_event(&json, &Projection::Whole)
+            .expect("parses")
+            .kind_and_time(|k| k.map(str::to_string));
+        assert_eq!(from_json, (kind.clone(), time), "both kinds of event agree");
+        (kind, time)
     }
 
     #[test]
@@ -109,11 +164,13 @@ mod tests {
     #[test]
     fn kind_and_time_are_read_once() {
         let event = parse(br#"{"kind":"proc","ts":"1970-01-01T00:00:01Z"}"#).expect("json");
-        let (kind, time) = event_kind_and_time(&event);
+        let (kind, time) = kind_and_time(&event);
         assert_eq!(kind.as_deref(), Some("proc"));
         assert_eq!(time, EventTime::At(1_000_000));
         let event = parse(br#"{"kind":7,"ts":"yesterday"}"#).expect("json");
-        assert_eq!(event_kind_and_time(&event), (None, EventTime::Invalid));
+        assert_eq!(kind_and_time(&event), (None, EventTime::Invalid));
+        let event = parse(br#"{"ts":5}"#).expect("json");
+        assert_eq!(kind_and_time(&event), (None, EventTime::Invalid));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! fast path has no side effects, so nothing is done twice). Results therefore never
 //! depend on whether the fast path ran; `tests` below and `tests/native` hold it to Rhai.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -24,8 +25,10 @@ use rhai::{
     ASTFlags, BinaryExpr, Dynamic, Expr, FlowControl, FnCallExpr, Ident, ImmutableString,
     OpAssignment, Stmt, AST, FLOAT, INT,
 };
+use smallvec::SmallVec;
 
 use crate::context::HostData;
+use crate::json::Json;
 use crate::limits::Limits;
 use crate::matchers::{self, cidr_contains, entropy};
 
@@ -39,25 +42,87 @@ pub struct FastPath {
     loop_budget: u64,
 }
 
-/// Reusable per-batch storage for `let` bindings.
-#[derive(Default)]
-pub struct Locals(Vec<Val>);
-
 /// The native evaluation gave up: Rhai decides.
-struct Fallback;
+pub(crate) struct Fallback;
 
-type R<T> = Result<T, Fallback>;
+pub(crate) type R<T> = Result<T, Fallback>;
 
+/// A constant of the rule's source.
 #[derive(Clone, Debug)]
-enum Val {
+pub(crate) enum Lit {
     Unit,
     Bool(bool),
     Int(INT),
     Float(FLOAT),
     Str(ImmutableString),
-    Arr(Arc<[Val]>),
+    Arr(Vec<Lit>),
+}
+
+impl Lit {
+    fn val(&self) -> Val<'_> {
+        match self {
+            Lit::Unit => Val::Unit,
+            Lit::Bool(b) => Val::Bool(*b),
+            Lit::Int(i) => Val::Int(*i),
+            Lit::Float(f) => Val::Float(*f),
+            Lit::Str(s) => Val::text(s.as_str()),
+            Lit::Arr(items) => Val::Lits(items),
+        }
+    }
+}
+
+/// A value during evaluation; strings are borrowed from the event or the rule where they can be.
+#[derive(Clone, Debug)]
+pub(crate) enum Val<'a> {
+    Unit,
+    Bool(bool),
+    Int(INT),
+    Float(FLOAT),
+    Str(Text<'a>),
+    Arr(Rc<[Val<'a>]>),
+    /// An array constant of the rule's source.
+    Lits(&'a [Lit]),
     /// A map or array read from the event: only passed along (`??`), never inspected.
     Other,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Text<'a> {
+    Ref(&'a str),
+    Shared(ImmutableString),
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Text::Ref(s) => s,
+            Text::Shared(s) => s.as_str(),
+        }
+    }
+}
+
+impl<'a> Val<'a> {
+    fn text(s: &'a str) -> Self {
+        Val::Str(Text::Ref(s))
+    }
+
+    fn array_len(&self) -> Option<usize> {
+        match self {
+            Val::Arr(items) => Some(items.len()),
+            Val::Lits(items) => Some(items.len()),
+            _ => None,
+        }
+    }
+
+    fn array_get(&self, i: usize) -> Option<Val<'a>> {
+        match self {
+            Val::Arr(items) => items.get(i).cloned(),
+            Val::Lits(items) => items.get(i).map(Lit::val),
+            _ => None,
+        }
+    }
 }
 
 enum S {
@@ -81,8 +146,8 @@ enum S {
     Opaque,
 }
 
-enum X {
-    Lit(Val),
+pub(crate) enum X {
+    Lit(Lit),
     Local(usize),
     /// A chain on the `event` variable: navigated in place, without copying maps.
     Event(Vec<Step>),
@@ -105,14 +170,14 @@ enum X {
     If(Box<X>, Box<X>, Box<X>),
 }
 
-enum Step {
+pub(crate) enum Step {
     Prop(ImmutableString),
     Index(X),
     Method(Method, Vec<X>),
 }
 
 #[derive(Clone, Copy)]
-enum Method {
+pub(crate) enum Method {
     Len,
     Split,
     ToLower,
@@ -124,7 +189,7 @@ enum Method {
 }
 
 #[derive(Clone, Copy)]
-enum Cmp {
+pub(crate) enum Cmp {
     Eq,
     Ne,
     Lt,
@@ -171,13 +236,12 @@ impl FastPath {
 
     /// `true` when the rule, run by Rhai on `event`, would end without an alert, a side
     /// effect or a failure; `false` when Rhai has to run it.
-    pub fn quiet(&self, event: &Dynamic, host: &HostData, locals: &mut Locals) -> bool {
-        locals.0.clear();
+    pub(crate) fn quiet<N: Node>(&self, event: &N, host: &HostData) -> bool {
         let mut run = Run {
             fast: self,
             event,
             host,
-            locals: &mut locals.0,
+            locals: SmallVec::new(),
             loop_budget: self.loop_budget,
         };
         run.block(&self.body).is_ok()
@@ -337,13 +401,13 @@ impl Compiler {
         }
         let next = depth + 1;
         Some(match expr {
-            Expr::Unit(_) => X::Lit(Val::Unit),
-            Expr::BoolConstant(b, _) => X::Lit(Val::Bool(*b)),
-            Expr::IntegerConstant(i, _) => X::Lit(Val::Int(*i)),
-            Expr::FloatConstant(f, _) => X::Lit(Val::Float(**f)),
-            Expr::StringConstant(s, _) => X::Lit(Val::Str(s.clone())),
+            Expr::Unit(_) => X::Lit(Lit::Unit),
+            Expr::BoolConstant(b, _) => X::Lit(Lit::Bool(*b)),
+            Expr::IntegerConstant(i, _) => X::Lit(Lit::Int(*i)),
+            Expr::FloatConstant(f, _) => X::Lit(Lit::Float(**f)),
+            Expr::StringConstant(s, _) => X::Lit(Lit::Str(s.clone())),
             Expr::DynamicConstant(d, _) => match literal(d)? {
-                Val::Arr(items) if items.len() > self.max_array_size => return None,
+                Lit::Arr(items) if items.len() > self.max_array_size => return None,
                 value => X::Lit(value),
             },
             Expr::Array(items, _) => X::Array(self.all(items, next)?),
@@ -378,7 +442,7 @@ impl Compiler {
 
     fn branch_value(&mut self, statements: &[Stmt], depth: usize) -> Option<X> {
         match statements {
-            [] => Some(X::Lit(Val::Unit)),
+            [] => Some(X::Lit(Lit::Unit)),
             [Stmt::Expr(expr)] => self.expr(expr, depth),
             [Stmt::FnCall(call, _)] => self.call(call, depth),
             nested @ [Stmt::If(..)] => self.if_expression(nested, depth),
@@ -492,22 +556,26 @@ impl Compiler {
 }
 
 /// A constant the optimizer folded (arrays of literals, mostly).
-fn literal(value: &Dynamic) -> Option<Val> {
+fn literal(value: &Dynamic) -> Option<Lit> {
     if value.is_array() {
         let array = value.as_array_ref().ok()?;
-        let items: Option<Vec<Val>> = array.iter().map(literal).collect();
-        return Some(Val::Arr(items?.into()));
+        let items: Option<Vec<Lit>> = array.iter().map(literal).collect();
+        return Some(Lit::Arr(items?));
     }
-    match scalar(value) {
-        Val::Other => None,
-        v => Some(v),
-    }
+    Some(match scalar(value) {
+        Val::Unit => Lit::Unit,
+        Val::Bool(b) => Lit::Bool(b),
+        Val::Int(i) => Lit::Int(i),
+        Val::Float(f) => Lit::Float(f),
+        Val::Str(Text::Shared(s)) => Lit::Str(s),
+        _ => return None,
+    })
 }
 
-/// An event value as the fast path models it (maps and arrays stay in the event).
-fn scalar(value: &Dynamic) -> Val {
+/// A Rhai value as the fast path models it (maps and arrays stay where they are).
+fn scalar(value: &Dynamic) -> Val<'static> {
     if let Ok(s) = value.as_immutable_string_ref() {
-        return Val::Str(s.clone());
+        return Val::Str(Text::Shared(s.clone()));
     }
     if let Ok(i) = value.as_int() {
         return Val::Int(i);
@@ -524,21 +592,125 @@ fn scalar(value: &Dynamic) -> Val {
     Val::Other
 }
 
+/// An event the fast path can read: parsed JSON (borrowed strings), or a Rhai value.
+pub(crate) trait Node: Sized {
+    /// Follow `steps` through the event's own maps and arrays, copying only the end value.
+    fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>>;
+}
+
+impl Node for Json<'_> {
+    fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>> {
+        let mut at = self;
+        for (i, step) in steps.iter().enumerate() {
+            let next = match (step, at) {
+                (Step::Prop(name), Json::Map(_)) => match at.get(name.as_str()) {
+                    Some(child) => child,
+                    // A missing property of a map reads as `()`.
+                    None => return run.apply_all(Val::Unit, &steps[i + 1..]),
+                },
+                (Step::Index(index), Json::Array(items)) => {
+                    let index = match run.eval(index)? {
+                        Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
+                        _ => return Err(Fallback),
+                    };
+                    items.get(index).ok_or(Fallback)?
+                }
+                (_, Json::Map(_) | Json::Array(_)) => return Err(Fallback),
+                _ => return run.apply_all(json_scalar(at), &steps[i..]),
+            };
+            at = next;
+        }
+        Ok(match at {
+            Json::Map(_) | Json::Array(_) => Val::Other,
+            scalar => json_scalar(scalar),
+        })
+    }
+}
+
+fn json_scalar<'a>(value: &'a Json<'_>) -> Val<'a> {
+    match value {
+        Json::Unit => Val::Unit,
+        Json::Bool(b) => Val::Bool(*b),
+        Json::Int(i) => Val::Int(*i),
+        Json::Float(f) => Val::Float(*f),
+        Json::Str(s) => Val::text(s),
+        Json::Array(_) | Json::Map(_) => Val::Other,
+    }
+}
+
+impl Node for Dynamic {
+    fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>> {
+        // Rhai's maps are behind read guards: walk them recursively, keeping each alive.
+        match steps.split_first() {
+            Some((Step::Prop(name), rest)) => {
+                let map = self.as_map_ref().map_err(|_| Fallback)?;
+                match map.get(name.as_str()) {
+                    Some(child) => child_value(child, run, rest),
+                    None => run.apply_all(Val::Unit, rest),
+                }
+            }
+            Some((Step::Index(index), rest)) if self.is_array() => {
+                let index = match run.eval(index)? {
+                    Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
+                    _ => return Err(Fallback),
+                };
+                let array = self.as_array_ref().map_err(|_| Fallback)?;
+                let child = array.get(index).ok_or(Fallback)?;
+                child_value(child, run, rest)
+            }
+            _ if self.is_map() || self.is_array() => {
+                if steps.is_empty() {
+                    Ok(Val::Other)
+                } else {
+                    Err(Fallback)
+                }
+            }
+            _ => run.apply_all(scalar(self), steps),
+        }
+    }
+}
+
+/// `navigate` below a guard: the child's value owns what it keeps (`Text::Shared`).
+fn child_value<'a>(child: &Dynamic, run: &mut Run<'a, Dynamic>, steps: &'a [Step]) -> R<Val<'a>> {
+    match steps.first() {
+        None if child.is_map() || child.is_array() => Ok(Val::Other),
+        None => Ok(scalar(child)),
+        Some(Step::Prop(name)) => {
+            let map = child.as_map_ref().map_err(|_| Fallback)?;
+            match map.get(name.as_str()) {
+                Some(grandchild) => child_value(grandchild, run, &steps[1..]),
+                None => run.apply_all(Val::Unit, &steps[1..]),
+            }
+        }
+        Some(Step::Index(index)) if child.is_array() => {
+            let index = match run.eval(index)? {
+                Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
+                _ => return Err(Fallback),
+            };
+            let array = child.as_array_ref().map_err(|_| Fallback)?;
+            let grandchild = array.get(index).ok_or(Fallback)?;
+            child_value(grandchild, run, &steps[1..])
+        }
+        Some(_) if child.is_map() || child.is_array() => Err(Fallback),
+        Some(_) => run.apply_all(scalar(child), steps),
+    }
+}
+
 enum Flow {
     Next,
     Return,
 }
 
-struct Run<'a> {
+pub(crate) struct Run<'a, N> {
     fast: &'a FastPath,
-    event: &'a Dynamic,
+    event: &'a N,
     host: &'a HostData,
-    locals: &'a mut Vec<Val>,
+    locals: SmallVec<[Val<'a>; 8]>,
     loop_budget: u64,
 }
 
-impl Run<'_> {
-    fn block(&mut self, block: &[S]) -> R<Flow> {
+impl<'a, N: Node> Run<'a, N> {
+    fn block(&mut self, block: &'a [S]) -> R<Flow> {
         for statement in block {
             if let Flow::Return = self.statement(statement)? {
                 return Ok(Flow::Return);
@@ -548,7 +720,7 @@ impl Run<'_> {
     }
 
     /// Bind `slot` (a new binding is the next slot, or a reused one past a closed block).
-    fn set(&mut self, slot: usize, value: Val) -> R<()> {
+    fn set(&mut self, slot: usize, value: Val<'a>) -> R<()> {
         if slot < self.locals.len() {
             self.locals[slot] = value;
         } else if slot == self.locals.len() {
@@ -559,7 +731,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn statement(&mut self, statement: &S) -> R<Flow> {
+    fn statement(&mut self, statement: &'a S) -> R<Flow> {
         match statement {
             S::Let(slot, x) => {
                 let value = self.eval(x)?;
@@ -610,47 +782,46 @@ impl Run<'_> {
         }
     }
 
-    fn boolean(&mut self, x: &X) -> R<bool> {
+    fn boolean(&mut self, x: &'a X) -> R<bool> {
         match self.eval(x)? {
             Val::Bool(b) => Ok(b),
             _ => Err(Fallback),
         }
     }
 
-    fn string(&self, text: String) -> R<Val> {
+    /// A string a function computed, within the size limit.
+    fn string(&self, text: String) -> R<Val<'a>> {
         if text.len() > self.fast.max_string_size {
             return Err(Fallback);
         }
-        Ok(Val::Str(text.into()))
+        Ok(Val::Str(Text::Shared(text.into())))
     }
 
-    fn sized(&self, text: ImmutableString) -> R<Val> {
+    /// A string a function returned as it was: Rhai checks its size all the same.
+    fn sized(&self, text: Text<'a>) -> R<Val<'a>> {
         if text.len() > self.fast.max_string_size {
             return Err(Fallback);
         }
         Ok(Val::Str(text))
     }
 
-    fn eval(&mut self, x: &X) -> R<Val> {
+    fn eval(&mut self, x: &'a X) -> R<Val<'a>> {
         Ok(match x {
-            X::Lit(v) => v.clone(),
+            X::Lit(lit) => lit.val(),
             X::Local(slot) => self.locals.get(*slot).cloned().ok_or(Fallback)?,
             X::Event(steps) => {
                 let event = self.event;
-                self.navigate(event, steps)?
+                event.navigate(self, steps)?
             }
             X::Chain(base, steps) => {
-                let mut value = self.eval(base)?;
-                for step in steps {
-                    value = self.apply(value, step)?;
-                }
-                value
+                let value = self.eval(base)?;
+                self.apply_all(value, steps)?
             }
             X::Array(items) => {
                 if items.len() > self.fast.max_array_size {
                     return Err(Fallback);
                 }
-                let values: R<Vec<Val>> = items.iter().map(|i| self.eval(i)).collect();
+                let values: R<Vec<Val<'a>>> = items.iter().map(|i| self.eval(i)).collect();
                 Val::Arr(values?.into())
             }
             X::Not(a) => Val::Bool(!self.boolean(a)?),
@@ -686,7 +857,12 @@ impl Run<'_> {
             }
             X::Add(a, b) => match (self.eval(a)?, self.eval(b)?) {
                 (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_add(b).ok_or(Fallback)?),
-                (Val::Str(a), Val::Str(b)) => self.string(format!("{a}{b}"))?,
+                (Val::Str(a), Val::Str(b)) => {
+                    let mut joined = String::with_capacity(a.len() + b.len());
+                    joined.push_str(&a);
+                    joined.push_str(&b);
+                    self.string(joined)?
+                }
                 _ => return Err(Fallback),
             },
             X::Sub(a, b) => match (self.eval(a)?, self.eval(b)?) {
@@ -718,7 +894,7 @@ impl Run<'_> {
                 let list = self.host.lists.get(name.as_str()).ok_or(Fallback)?;
                 let found = match self.eval(value)? {
                     Val::Unit => false,
-                    Val::Str(s) => list.contains(s.as_str()),
+                    Val::Str(s) => list.contains(&*s),
                     Val::Int(i) => list.contains(i.to_string().as_str()),
                     Val::Bool(b) => list.contains(if b { "true" } else { "false" }),
                     _ => return Err(Fallback),
@@ -735,89 +911,62 @@ impl Run<'_> {
         })
     }
 
-    /// Follow `steps` through the event's own maps and arrays, copying only the end value.
-    fn navigate(&mut self, value: &Dynamic, steps: &[Step]) -> R<Val> {
-        match steps.split_first() {
-            Some((Step::Prop(name), rest)) => {
-                let map = value.as_map_ref().map_err(|_| Fallback)?;
-                match map.get(name.as_str()) {
-                    Some(child) => self.navigate(child, rest),
-                    // A missing property of a map reads as `()`.
-                    None => self.apply_all(Val::Unit, rest),
-                }
-            }
-            Some((Step::Index(index), rest)) if value.is_array() => {
-                let index = match self.eval(index)? {
-                    Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
-                    _ => return Err(Fallback),
-                };
-                let array = value.as_array_ref().map_err(|_| Fallback)?;
-                let child = array.get(index).ok_or(Fallback)?;
-                self.navigate(child, rest)
-            }
-            _ => {
-                let here = if value.is_map() || value.is_array() {
-                    if steps.is_empty() {
-                        Val::Other
-                    } else {
-                        return Err(Fallback);
-                    }
-                } else {
-                    scalar(value)
-                };
-                self.apply_all(here, steps)
-            }
-        }
-    }
-
-    fn apply_all(&mut self, mut value: Val, steps: &[Step]) -> R<Val> {
+    fn apply_all(&mut self, mut value: Val<'a>, steps: &'a [Step]) -> R<Val<'a>> {
         for step in steps {
             value = self.apply(value, step)?;
         }
         Ok(value)
     }
 
-    fn apply(&mut self, value: Val, step: &Step) -> R<Val> {
+    fn apply(&mut self, value: Val<'a>, step: &'a Step) -> R<Val<'a>> {
         match step {
             Step::Prop(_) => Err(Fallback),
-            Step::Index(index) => match (value, self.eval(index)?) {
-                (Val::Arr(items), Val::Int(i)) => {
+            Step::Index(index) => match self.eval(index)? {
+                Val::Int(i) => {
                     let i = usize::try_from(i).map_err(|_| Fallback)?;
-                    items.get(i).cloned().ok_or(Fallback)
+                    value.array_get(i).ok_or(Fallback)
                 }
                 _ => Err(Fallback),
             },
             Step::Method(method, args) => {
-                let args: R<Vec<Val>> = args.iter().map(|a| self.eval(a)).collect();
-                self.method(*method, value, &args?)
+                let mut values: SmallVec<[Val<'a>; 2]> = SmallVec::new();
+                for arg in args {
+                    values.push(self.eval(arg)?);
+                }
+                self.method(*method, value, &values)
             }
         }
     }
 
-    fn method(&self, method: Method, value: Val, args: &[Val]) -> R<Val> {
+    fn method(&self, method: Method, value: Val<'a>, args: &[Val<'a>]) -> R<Val<'a>> {
         Ok(match (method, value, args) {
             (Method::Len, Val::Str(s), []) => {
                 Val::Int(INT::try_from(s.chars().count()).unwrap_or(INT::MAX))
             }
-            (Method::Len, Val::Arr(items), []) => {
-                Val::Int(INT::try_from(items.len()).map_err(|_| Fallback)?)
+            (Method::Len, array @ (Val::Arr(_) | Val::Lits(_)), []) => {
+                Val::Int(INT::try_from(array.array_len().ok_or(Fallback)?).map_err(|_| Fallback)?)
             }
             (Method::Split, Val::Str(s), [Val::Str(delimiter)]) if !delimiter.is_empty() => {
+                if s.len() > self.fast.max_string_size {
+                    return Err(Fallback);
+                }
                 // Rhai's `split`: a string without the delimiter is one part, itself.
-                let parts: Vec<Val> = if s.is_empty() || !s.contains(delimiter.as_str()) {
-                    vec![Val::Str(s.clone())]
+                let parts: Vec<Val<'a>> = if s.is_empty() || !s.contains(&**delimiter) {
+                    vec![Val::Str(s)]
                 } else {
-                    s.split(delimiter.as_str())
-                        .map(|p| Val::Str(p.into()))
-                        .collect()
+                    match &s {
+                        Text::Ref(whole) => whole.split(&**delimiter).map(Val::text).collect(),
+                        Text::Shared(whole) => whole
+                            .split(&**delimiter)
+                            .map(|p| Val::Str(Text::Shared(p.into())))
+                            .collect(),
+                    }
                 };
-                if parts.len() > self.fast.max_array_size || s.len() > self.fast.max_string_size {
+                if parts.len() > self.fast.max_array_size {
                     return Err(Fallback);
                 }
                 Val::Arr(parts.into())
             }
-            // Rhai checks every function's result against the size limits, even a string
-            // returned unchanged.
             (Method::ToLower, Val::Str(s), []) => {
                 if s.is_empty() || s.chars().all(char::is_lowercase) {
                     self.sized(s)?
@@ -832,13 +981,11 @@ impl Run<'_> {
                     self.string(s.to_uppercase())?
                 }
             }
-            (Method::Contains, haystack @ (Val::Str(_) | Val::Arr(_)), [needle]) => {
+            (Method::Contains, haystack @ (Val::Str(_) | Val::Arr(_) | Val::Lits(_)), [needle]) => {
                 Val::Bool(contains(&haystack, needle)?)
             }
-            (Method::StartsWith, Val::Str(s), [Val::Str(p)]) => {
-                Val::Bool(s.starts_with(p.as_str()))
-            }
-            (Method::EndsWith, Val::Str(s), [Val::Str(p)]) => Val::Bool(s.ends_with(p.as_str())),
+            (Method::StartsWith, Val::Str(s), [Val::Str(p)]) => Val::Bool(s.starts_with(&**p)),
+            (Method::EndsWith, Val::Str(s), [Val::Str(p)]) => Val::Bool(s.ends_with(&**p)),
             (Method::ToString, Val::Int(i), []) => self.string(i.to_string())?,
             (Method::ToString, Val::Str(s), []) => self.sized(s)?,
             _ => return Err(Fallback),
@@ -846,10 +993,10 @@ impl Run<'_> {
     }
 }
 
-fn compare(op: Cmp, a: &Val, b: &Val) -> R<bool> {
+fn compare(op: Cmp, a: &Val<'_>, b: &Val<'_>) -> R<bool> {
     use std::cmp::Ordering;
     let ordering: Ordering = match (a, b) {
-        (Val::Str(a), Val::Str(b)) => a.as_str().cmp(b.as_str()),
+        (Val::Str(a), Val::Str(b)) => (**a).cmp(&**b),
         (Val::Int(a), Val::Int(b)) => a.cmp(b),
         (Val::Bool(a), Val::Bool(b)) => match op {
             Cmp::Eq => return Ok(a == b),
@@ -863,8 +1010,10 @@ fn compare(op: Cmp, a: &Val, b: &Val) -> R<bool> {
         // against nothing; `()` against a string is unequal and unordered, not an error.
         (Val::Unit, Val::Unit) => return Ok(matches!(op, Cmp::Eq)),
         (Val::Unit, Val::Str(_)) | (Val::Str(_), Val::Unit) => return Ok(matches!(op, Cmp::Ne)),
-        // `Other` may be an array, like `Arr`.
-        (Val::Other | Val::Arr(_), Val::Other | Val::Arr(_)) => return Err(Fallback),
+        // `Other` may be an array, like `Arr` and `Lits`.
+        (Val::Other | Val::Arr(_) | Val::Lits(_), Val::Other | Val::Arr(_) | Val::Lits(_)) => {
+            return Err(Fallback)
+        }
         // Any other two types differ: equality is false, ordering is an error.
         _ => match op {
             Cmp::Eq => return Ok(false),
@@ -905,33 +1054,23 @@ fn float_compare(op: Cmp, x: FLOAT, y: FLOAT) -> bool {
 
 /// Rhai's `contains(haystack, needle)`: a substring for strings; for arrays the engine's
 /// exact-type overloads (`script_api::register_membership`) for string and integer needles.
-fn contains(haystack: &Val, needle: &Val) -> R<bool> {
-    match (haystack, needle) {
-        (Val::Str(h), Val::Str(n)) => Ok(h.contains(n.as_str())),
-        (Val::Arr(items), Val::Str(n)) => {
-            let mut found = false;
-            for item in items.iter() {
-                match item {
-                    Val::Str(s) => found |= s == n,
-                    Val::Int(_) | Val::Bool(_) | Val::Unit => {}
-                    _ => return Err(Fallback),
-                }
-            }
-            Ok(found)
-        }
-        (Val::Arr(items), Val::Int(n)) => {
-            let mut found = false;
-            for item in items.iter() {
-                match item {
-                    Val::Int(i) => found |= i == n,
-                    Val::Str(_) | Val::Bool(_) | Val::Unit => {}
-                    _ => return Err(Fallback),
-                }
-            }
-            Ok(found)
-        }
-        _ => Err(Fallback),
+fn contains(haystack: &Val<'_>, needle: &Val<'_>) -> R<bool> {
+    if let (Val::Str(h), Val::Str(n)) = (haystack, needle) {
+        return Ok(h.contains(&**n));
     }
+    let len = haystack.array_len().ok_or(Fallback)?;
+    let mut found = false;
+    for i in 0..len {
+        let item = haystack.array_get(i).ok_or(Fallback)?;
+        match (&item, needle) {
+            (Val::Str(s), Val::Str(n)) => found |= **s == **n,
+            (Val::Int(i), Val::Int(n)) => found |= i == n,
+            (Val::Int(_) | Val::Bool(_) | Val::Unit, Val::Str(_))
+            | (Val::Str(_) | Val::Bool(_) | Val::Unit, Val::Int(_)) => {}
+            _ => return Err(Fallback),
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -942,6 +1081,7 @@ mod tests {
 
     use super::*;
     use crate::engine::{BatchOutcome, RuleEngine, RuleSpec};
+    use crate::projection::Projection;
 
     fn compiled(source: &str, limits: &Limits) -> Option<FastPath> {
         let mut engine = rhai::Engine::new_raw();
@@ -956,15 +1096,28 @@ mod tests {
         FastPath::compile(&ast, limits)
     }
 
+    /// The verdict on `event` as parsed JSON, checked to be the same on it as a Rhai value.
+    fn verdict(fast: &FastPath, event: &Value, host: &HostData) -> bool {
+        let bytes = serde_json::to_vec(event).expect("serializes");
+        let json = Projection::Whole.parse(&bytes).expect("parses");
+        let value: Dynamic = rhai::serde::to_dynamic(event).expect("event converts");
+        let on_json = fast.quiet(&json, host);
+        assert_eq!(
+            on_json,
+            fast.quiet(&value, host),
+            "JSON and Rhai value agree"
+        );
+        on_json
+    }
+
     fn quiet(source: &str, event: Value) -> bool {
         let fast = compiled(source, &Limits::default()).expect("has a fast path");
-        let event: Dynamic = rhai::serde::to_dynamic(&event).expect("event converts");
         let mut host = HostData::default();
         host.lists.insert(
             "shells".into(),
             ["/bin/sh".to_string()].into_iter().collect(),
         );
-        fast.quiet(&event, &host, &mut Locals::default())
+        verdict(&fast, &event, &host)
     }
 
     #[test]
@@ -1062,8 +1215,7 @@ mod tests {
         let host = HostData::default();
         let check = |source: &str, s: &str| {
             let fast = compiled(source, &limits).expect("fast");
-            let event = rhai::serde::to_dynamic(json!({"s": s})).expect("event");
-            fast.quiet(&event, &host, &mut Locals::default())
+            verdict(&fast, &json!({"s": s}), &host)
         };
         let upper = r#"if event.s.to_upper() == "" { return; }"#;
         assert!(check(upper, "ABC"));
@@ -1100,10 +1252,7 @@ mod tests {
         };
         let spin = compiled("let x = 0; for i in 0..event.n { x = i; }", &limits).expect("fast");
         let host = HostData::default();
-        let run = |n: i64| {
-            let event = rhai::serde::to_dynamic(json!({"n": n})).expect("event");
-            spin.quiet(&event, &host, &mut Locals::default())
-        };
+        let run = |n: i64| verdict(&spin, &json!({"n": n}), &host);
         assert!(run(10));
         assert!(!run(1_000), "near the operation limit Rhai decides");
     }

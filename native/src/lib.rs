@@ -6,6 +6,7 @@ pub mod engine;
 pub mod events;
 pub mod fastpath;
 pub mod hashing;
+pub mod json;
 pub mod limits;
 pub mod matchers;
 pub mod projection;

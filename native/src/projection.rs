@@ -8,25 +8,44 @@
 
 use std::fmt;
 
-use rhai::{ASTNode, Array, Dynamic, Expr, Map, AST, FLOAT, INT};
+use std::borrow::Cow;
+
+use rhai::{ASTNode, Expr, AST, FLOAT, INT};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::hashing::FastMap;
+use crate::json::Json;
 
 /// The parts of a value that are needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Projection {
     /// The value as it is, all of it.
     Whole,
-    /// Only these keys, if the value is a map (anything else is kept whole).
-    Fields(FastMap<String, Projection>),
+    /// Only these keys, if the value is a map (anything else is kept whole); sorted by key.
+    /// Events have few fields: a short scan beats hashing every key of every event.
+    Fields(Vec<(String, Projection)>),
+}
+
+/// The entry for `key`, added (in order) if missing.
+fn field_mut<'f>(fields: &'f mut Vec<(String, Projection)>, key: &str) -> &'f mut Projection {
+    let at = match fields.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+        Ok(at) => at,
+        Err(at) => {
+            fields.insert(at, (key.to_string(), Projection::default()));
+            at
+        }
+    };
+    &mut fields[at].1
+}
+
+fn field<'f>(fields: &'f [(String, Projection)], key: &str) -> Option<&'f Projection> {
+    fields.iter().find(|(k, _)| k == key).map(|(_, p)| p)
 }
 
 impl Default for Projection {
     /// Nothing needed yet: the start of a union.
     fn default() -> Self {
-        Self::Fields(FastMap::default())
+        Self::Fields(Vec::new())
     }
 }
 
@@ -38,10 +57,7 @@ impl Projection {
         };
         match path.split_first() {
             None => *self = Self::Whole,
-            Some((first, rest)) => fields
-                .entry((*first).to_string())
-                .or_default()
-                .add_path(rest),
+            Some((first, rest)) => field_mut(fields, first).add_path(rest),
         }
     }
 
@@ -52,7 +68,7 @@ impl Projection {
             (_, Self::Whole) => *self = Self::Whole,
             (Self::Fields(mine), Self::Fields(theirs)) => {
                 for (key, sub) in theirs {
-                    mine.entry(key.clone()).or_default().union(sub);
+                    field_mut(mine, key).union(sub);
                 }
             }
         }
@@ -82,9 +98,9 @@ impl Projection {
     }
 
     /// Parse one JSON document, keeping only what is needed.
-    pub fn parse(&self, json: &[u8]) -> Result<Dynamic, serde_json::Error> {
+    pub fn parse<'a>(&self, json: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let value = ProjectSeed(self).deserialize(&mut de)?;
+        let value = ProjectSeed(Some(self)).deserialize(&mut de)?;
         de.end()?;
         Ok(value)
     }
@@ -119,80 +135,89 @@ fn property_chain(expr: &Expr) -> Vec<&str> {
     }
 }
 
-/// Deserializes a value under a projection into a Rhai value, converting scalars exactly as
-/// Rhai's own `Deserialize for Dynamic` does.
-struct ProjectSeed<'p>(&'p Projection);
+/// Deserializes a value under a projection (`None`: all of it), converting scalars exactly
+/// as Rhai's own `Deserialize for Dynamic` does (an integer past `INT` becomes a float).
+struct ProjectSeed<'p>(Option<&'p Projection>);
 
 impl<'de> DeserializeSeed<'de> for ProjectSeed<'_> {
-    type Value = Dynamic;
+    type Value = Json<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Dynamic, D::Error> {
-        match self.0 {
-            Projection::Whole => Dynamic::deserialize(deserializer),
-            Projection::Fields(fields) => deserializer.deserialize_any(ProjectVisitor(fields)),
-        }
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
+        let fields = match self.0 {
+            Some(Projection::Fields(fields)) => Some(fields.as_slice()),
+            Some(Projection::Whole) | None => None,
+        };
+        deserializer.deserialize_any(ProjectVisitor(fields))
     }
 }
 
-struct ProjectVisitor<'p>(&'p FastMap<String, Projection>);
+struct ProjectVisitor<'p>(Option<&'p [(String, Projection)]>);
 
 impl<'de> Visitor<'de> for ProjectVisitor<'_> {
-    type Value = Dynamic;
+    type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Dynamic, E> {
-        Ok(Dynamic::from_bool(v))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dynamic, E> {
-        Ok(Dynamic::from_int(v))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Int(v))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dynamic, E> {
-        Ok(INT::try_from(v).map_or_else(|_| Dynamic::from_float(v as FLOAT), Dynamic::from_int))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(INT::try_from(v).map_or(Json::Float(v as FLOAT), Json::Int))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dynamic, E> {
-        Ok(Dynamic::from_float(v))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
+        Ok(Json::Float(v))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Dynamic, E> {
-        Ok(v.into())
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Dynamic, E> {
-        Ok(v.into())
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v.to_string())))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
-        let mut array = Array::new();
-        while let Some(item) = seq.next_element::<Dynamic>()? {
-            array.push(item);
+    fn visit_unit<E: de::Error>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Unit)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        // Arrays are kept whole: a projection names map keys only.
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ProjectSeed(None))? {
+            items.push(item);
         }
-        Ok(Dynamic::from_array(array))
+        Ok(Json::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Dynamic, A::Error> {
-        let mut map = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Json<'de>, A::Error> {
+        let mut entries = Vec::with_capacity(8);
         while let Some(key) = access.next_key::<Key<'de>>()? {
-            match self.0.get(key.as_str()) {
-                Some(sub) => {
-                    let value = access.next_value_seed(ProjectSeed(sub))?;
-                    map.insert(key.as_str().into(), value);
-                }
-                None => {
-                    access.next_value::<IgnoredAny>()?;
-                }
-            }
+            let sub = match self.0 {
+                None => None,
+                Some(fields) => match field(fields, key.as_str()) {
+                    Some(sub) => Some(sub),
+                    None => {
+                        access.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                },
+            };
+            let value = access.next_value_seed(ProjectSeed(sub))?;
+            entries.push((key.into_cow(), value));
         }
-        Ok(Dynamic::from_map(map))
+        Ok(Json::Map(entries))
     }
 }
 
@@ -202,11 +227,18 @@ enum Key<'de> {
     Owned(String),
 }
 
-impl Key<'_> {
+impl<'de> Key<'de> {
     fn as_str(&self) -> &str {
         match self {
             Key::Borrowed(s) => s,
             Key::Owned(s) => s,
+        }
+    }
+
+    fn into_cow(self) -> Cow<'de, str> {
+        match self {
+            Key::Borrowed(s) => Cow::Borrowed(s),
+            Key::Owned(s) => Cow::Owned(s),
         }
     }
 }
@@ -235,6 +267,8 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 #[cfg(test)]
 mod tests {
+    use rhai::Dynamic;
+
     use super::*;
 
     fn projection_of(source: &str) -> Projection {
@@ -292,6 +326,26 @@ mod tests {
         assert_eq!(p, Projection::Whole);
     }
 
+    fn parse(p: &Projection, json: &[u8]) -> Result<Dynamic, serde_json::Error> {
+        p.parse(json).map(|j| j.to_dynamic())
+    }
+
+    #[test]
+    fn a_whole_parse_gives_what_rhai_deserializes() {
+        for json in [
+            &br#"{"a": [1, -2, 3.5, "x\u00e9", null, true, {"b": {}}], "c": {"d": "e"}}"#[..],
+            br#"{"dup": 1, "dup": "last", "big": 18446744073709551615, "neg": -9223372036854775808}"#,
+            br#"{"esc\"aped": "tab\there", "unicode": "\ud83d\ude00", "e": 1e3}"#,
+            b"[1, 2]",
+            b"\"just a string\"",
+            b"12",
+        ] {
+            let ours = parse(&Projection::Whole, json).expect("valid");
+            let rhai: Dynamic = serde_json::from_slice(json).expect("valid");
+            assert_eq!(format!("{ours:?}"), format!("{rhai:?}"), "{}", String::from_utf8_lossy(json));
+        }
+    }
+
     #[test]
     fn parse_keeps_only_projected_fields_and_converts_like_rhai() {
         let p = fields(&[
@@ -302,7 +356,7 @@ mod tests {
             &["big"],
         ]);
         let json = br#"{"kind":"proc","schema":"x","proc":{"exe":"/bin/sh","pid":1,"args":[1,"a",{"b":null}]},"n":-3,"big":18446744073709551615,"skip":{"deep":[1,2,3]}}"#;
-        let value = p.parse(json).expect("valid");
+        let value = parse(&p, json).expect("valid");
         let full: Dynamic = serde_json::from_slice(json).expect("valid");
         let map = value.as_map_ref().expect("map");
         let full_map = full.as_map_ref().expect("map");
@@ -332,7 +386,7 @@ mod tests {
         }
         // A projected value that is not a map is kept as it is.
         let p = fields(&[&["proc", "exe"]]);
-        let value = p.parse(br#"{"proc": "just a string"}"#).expect("valid");
+        let value = parse(&p, br#"{"proc": "just a string"}"#).expect("valid");
         assert!(value.as_map_ref().expect("map")["proc"].is_string());
     }
 }

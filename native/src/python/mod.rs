@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::engine::{self, BatchOutcome, LoadError, RuleInfo, RuleSpec};
-use crate::events::EventInput;
+use crate::events::{Event, EventInput};
 use crate::hashing::{FastMap, FastSet};
 use crate::limits;
 
@@ -617,7 +617,9 @@ impl RuleEngine {
         for (index, item) in events.try_iter()?.enumerate() {
             let item = item?;
             let input = if item.is_instance_of::<PyDict>() {
-                convert::to_dynamic(&item, &format!("events[{index}]")).map_err(|e| e.to_string())
+                convert::to_dynamic(&item, &format!("events[{index}]"))
+                    .map(Event::Value)
+                    .map_err(|e| e.to_string())
             } else {
                 Err(format!(
                     "an event must be a dict, not {}",
