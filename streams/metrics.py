@@ -159,16 +159,22 @@ def _runtime_families() -> list[Any]:
     seconds = CounterMetricFamily(
         "sentinel_rule_eval_seconds", "time spent running the rule", labels=["rule"]
     )
+    native = CounterMetricFamily(
+        "sentinel_rule_native_evaluations",
+        "evaluations the rule's native fast path decided without running Rhai",
+        labels=["rule"],
+    )
     for rule, stats in sorted(rt.ruleset.engine.stats().items()):
         evaluations.add_metric([rule], stats["evals"])
         matches.add_metric([rule], stats["matches"])
         seconds.add_metric([rule], stats["total_ns"] / 1e9)
+        native.add_metric([rule], stats["native"])
     failures = CounterMetricFamily(
         "sentinel_rule_failures", "evaluations of the rule that failed", labels=["rule"]
     )
     for rule, n in sorted(rt.detector.failures_by_rule.items()):
         failures.add_metric([rule], n)
-    families += [evaluations, matches, seconds, failures]
+    families += [evaluations, matches, seconds, native, failures]
     t = rt.triage
     families += [
         CounterMetricFamily("sentinel_triage_triaged", "alerts triaged", value=t.triaged),

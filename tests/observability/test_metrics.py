@@ -182,6 +182,8 @@ def test_every_long_running_process_serves_what_it_counted_and_the_dashboards_us
     assert len(rules) == value(worker_samples, "sentinel_rules_loaded") > 0
     assert value(worker_samples, "sentinel_rule_evaluations_total") >= total
     assert value(worker_samples, "sentinel_rule_matches_total") >= 1
+    native = value(worker_samples, "sentinel_rule_native_evaluations_total")
+    assert 0 < native <= value(worker_samples, "sentinel_rule_evaluations_total")
     triaged = value(worker_samples, "sentinel_triage_triaged_total")
     assert triaged >= 1 and value(worker_samples, "sentinel_triage_failed_total") == 0
     assert value(worker_samples, "sentinel_triage_latency_seconds_count", status="triaged") >= 1

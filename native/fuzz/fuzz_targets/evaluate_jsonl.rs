@@ -1,5 +1,6 @@
 //! Arbitrary bytes as events and as rule source, under tight limits: the engine must never
-//! panic (not even a contained panic, reported as a "panic" failure) and must always answer.
+//! panic (not even a contained panic, reported as a "panic" failure) and must always answer,
+//! and an engine without the native fast path must give exactly the same results.
 //!
 //! Run with `cd native/fuzz && cargo +nightly fuzz run evaluate_jsonl -- -max_total_time=60`.
 
@@ -7,7 +8,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use sentinel_rhai::engine::{FailureKind, LoadError, RuleEngine, RuleSpec};
+use sentinel_rhai::engine::{BatchOutcome, FailureKind, LoadError, RuleEngine, RuleSpec};
 use sentinel_rhai::limits::Limits;
 
 #[derive(Arbitrary, Debug)]
@@ -58,11 +59,23 @@ fn limits() -> Limits {
     }
 }
 
+fn summary(outcome: &BatchOutcome) -> String {
+    format!(
+        "{} {:?} {:?} {:?}",
+        outcome.events, outcome.matches, outcome.failures, outcome.parse_errors
+    )
+}
+
 fuzz_target!(|input: Input<'_>| {
     let Ok(mut engine) = RuleEngine::new(limits()) else {
         return;
     };
+    let Ok(mut plain) = RuleEngine::new(limits()) else {
+        return;
+    };
+    plain.set_fast_path(false);
     engine.set_list("admins".into(), ["root".to_string()].into_iter().collect());
+    plain.set_list("admins".into(), ["root".to_string()].into_iter().collect());
     let mut specs: Vec<RuleSpec> = FIXED_RULES
         .iter()
         .map(|(id, source)| RuleSpec {
@@ -81,6 +94,7 @@ fuzz_target!(|input: Input<'_>| {
         },
         ..RuleSpec::default()
     });
+    let loaded = plain.replace_all(specs.clone()).is_ok();
     match engine.replace_all(specs) {
         Ok(()) => assert_eq!(engine.len(), FIXED_RULES.len() + 1),
         Err(LoadError::Compile { rule_id, .. } | LoadError::Limit { rule_id, .. }) => {
@@ -92,6 +106,7 @@ fuzz_target!(|input: Input<'_>| {
         }
         Err(other) => panic!("unexpected load error {other:?}"),
     }
+    assert_eq!(loaded, !engine.is_empty());
     for _ in 0..2 {
         let outcome = engine.evaluate_jsonl(input.events);
         assert!(
@@ -104,5 +119,7 @@ fuzz_target!(|input: Input<'_>| {
         );
         let lines = input.events.split(|&b| b == b'\n').count();
         assert!(outcome.events + outcome.parse_errors.len() <= lines);
+        let interpreted = plain.evaluate_jsonl(input.events);
+        assert_eq!(summary(&outcome), summary(&interpreted), "the fast path changed a result");
     }
 });
