@@ -640,45 +640,20 @@ fn json_scalar<'a>(value: &'a Json<'_>) -> Val<'a> {
 
 impl Node for Dynamic {
     fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>> {
-        // Rhai's maps are behind read guards: walk them recursively, keeping each alive.
-        match steps.split_first() {
-            Some((Step::Prop(name), rest)) => {
-                let map = self.as_map_ref().map_err(|_| Fallback)?;
-                match map.get(name.as_str()) {
-                    Some(child) => child_value(child, run, rest),
-                    None => run.apply_all(Val::Unit, rest),
-                }
-            }
-            Some((Step::Index(index), rest)) if self.is_array() => {
-                let index = match run.eval(index)? {
-                    Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
-                    _ => return Err(Fallback),
-                };
-                let array = self.as_array_ref().map_err(|_| Fallback)?;
-                let child = array.get(index).ok_or(Fallback)?;
-                child_value(child, run, rest)
-            }
-            _ if self.is_map() || self.is_array() => {
-                if steps.is_empty() {
-                    Ok(Val::Other)
-                } else {
-                    Err(Fallback)
-                }
-            }
-            _ => run.apply_all(scalar(self), steps),
-        }
+        walk(self, run, steps)
     }
 }
 
-/// `navigate` below a guard: the child's value owns what it keeps (`Text::Shared`).
-fn child_value<'a>(child: &Dynamic, run: &mut Run<'a, Dynamic>, steps: &'a [Step]) -> R<Val<'a>> {
+/// Rhai's maps are behind read guards, so a Rhai value is walked recursively, each guard
+/// alive while its child is read; the value at the end owns what it keeps (`Text::Shared`).
+fn walk<'a>(child: &Dynamic, run: &mut Run<'a, Dynamic>, steps: &'a [Step]) -> R<Val<'a>> {
     match steps.first() {
         None if child.is_map() || child.is_array() => Ok(Val::Other),
         None => Ok(scalar(child)),
         Some(Step::Prop(name)) => {
             let map = child.as_map_ref().map_err(|_| Fallback)?;
             match map.get(name.as_str()) {
-                Some(grandchild) => child_value(grandchild, run, &steps[1..]),
+                Some(grandchild) => walk(grandchild, run, &steps[1..]),
                 None => run.apply_all(Val::Unit, &steps[1..]),
             }
         }
@@ -689,7 +664,7 @@ fn child_value<'a>(child: &Dynamic, run: &mut Run<'a, Dynamic>, steps: &'a [Step
             };
             let array = child.as_array_ref().map_err(|_| Fallback)?;
             let grandchild = array.get(index).ok_or(Fallback)?;
-            child_value(grandchild, run, &steps[1..])
+            walk(grandchild, run, &steps[1..])
         }
         Some(_) if child.is_map() || child.is_array() => Err(Fallback),
         Some(_) => run.apply_all(scalar(child), steps),
