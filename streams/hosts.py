@@ -15,10 +15,15 @@ import orjson
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
+from sentinel.logs import get_logger
+from sentinel.settings import get_settings
 from streams.app import app
 
+log = get_logger(__name__)
+
+HOST_ACTIVITY_TOPIC = "sentinel-streams-host-activity"
 HOST_ACTIVITY = app.topic(
-    "sentinel-streams-host-activity",
+    HOST_ACTIVITY_TOPIC,
     key_type=bytes,
     value_type=bytes,
     key_serializer="raw",
@@ -26,6 +31,35 @@ HOST_ACTIVITY = app.topic(
     internal=True,
 )
 host_stats = app.Table("host-stats", default=dict)
+
+
+@app.on_worker_init.connect
+def create_host_activity_topic(app: Any, **kwargs: Any) -> None:
+    """Create the host-activity topic before the worker's consumer joins its group.
+
+    Left to Faust, the first worker on a fresh broker declared it while joining: its metadata
+    arrived a few seconds later and forced a second rebalance, whose producer flush could hang
+    until the detection watchdog restarted the loop (and uncommitted events were redelivered).
+    Best effort: if the broker cannot be reached now, Faust declares the topic as before.
+    """
+    from sentinel.kafka.clients import admin_client
+    from sentinel.kafka.topics import TopicSpec, create_topics
+
+    settings = get_settings()
+    spec = TopicSpec(
+        HOST_ACTIVITY_TOPIC, settings.kafka_partitions, {}, "host id", "host counter deltas"
+    )
+    try:
+        admin = admin_client(settings, request_timeout_ms=10_000)
+        try:
+            created, _ = create_topics(admin, [spec])
+        finally:
+            admin.close()
+    except Exception as exc:  # startup goes on; Faust will declare it
+        log.warning("could not create the host-activity topic yet", error=repr(exc))
+        return
+    if created:
+        log.info("created the host-activity topic", partitions=spec.partitions)
 
 
 @app.agent(HOST_ACTIVITY)
