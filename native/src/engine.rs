@@ -716,8 +716,8 @@ fn run_batch<'a, I>(
                 interpret.push((rule_index, true));
             }
         }
-        // The native phase is timed once (a clock read costs as much as a fast path) and
-        // shared equally by the rules it ran.
+        // The native phase is timed once and shared equally by the rules it ran: a clock read
+        // per rule (~20 ns, against ~50-100 ns for a fast path) was ~3% of a batch.
         let tried = decided.len() + interpret.iter().filter(|(_, t)| *t).count();
         if tried > 0 {
             let now = Instant::now();
