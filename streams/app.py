@@ -51,9 +51,10 @@ def configure(app: faust.App, conf: Any, **kwargs: Any) -> None:
     conf.broker_session_timeout = settings.streams_session_timeout_s
     conf.broker_heartbeat_interval = min(3.0, settings.streams_session_timeout_s / 3)
     conf.consumer_auto_offset_reset = settings.streams_auto_offset_reset
-    # The first worker on a fresh broker creates the host-activity topic while its consumer
-    # joins; an assignment made before the topic's metadata arrived leaves the host table
-    # without partitions until the next metadata refresh (5 min by default): look every 5 s.
+    # The worker creates the host-activity topic before its consumer joins
+    # (`streams/hosts.py`); when the broker was unreachable then, Faust declares it mid-join,
+    # and an assignment made before its metadata arrived leaves the host table without
+    # partitions until the next metadata refresh (5 min by default): look every 5 s.
     conf.consumer_metadata_max_age_ms = 5_000
     conf.producer_acks = -1
     conf.producer_linger_ms = 5  # a batch's sends share produce requests

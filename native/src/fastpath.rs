@@ -275,10 +275,9 @@ fn reach(block: &[S]) -> (bool, bool) {
 
 #[derive(Default)]
 struct Compiler {
-    /// Names of the `let` bindings in scope, innermost last; a binding's slot is its index.
-    names: Vec<ImmutableString>,
-    /// Which of them are `const` (assigning one is Rhai's error to report).
-    constant: Vec<bool>,
+    /// The `let` bindings in scope, innermost last: name, and whether it is `const`
+    /// (assigning one is Rhai's error to report). A binding's slot is its index.
+    names: Vec<(ImmutableString, bool)>,
     nodes: u64,
     max_array_size: usize,
 }
@@ -291,13 +290,11 @@ impl Compiler {
             .map(|s| self.statement(s, depth + 1))
             .collect();
         self.names.truncate(mark);
-        self.constant.truncate(mark);
         out
     }
 
     fn bind(&mut self, name: &ImmutableString, constant: bool) -> usize {
-        self.names.push(name.clone());
-        self.constant.push(constant);
+        self.names.push((name.clone(), constant));
         self.names.len() - 1
     }
 
@@ -344,8 +341,8 @@ impl Compiler {
         let Expr::Variable(var, _, _) = &target.lhs else {
             return None;
         };
-        let slot = self.names.iter().rposition(|n| *n == var.1)?;
-        if self.constant[slot] {
+        let slot = self.names.iter().rposition(|(n, _)| *n == var.1)?;
+        if self.names[slot].1 {
             return None;
         }
         Some(S::Assign(slot, self.expr(&target.rhs, depth + 1)?))
@@ -375,7 +372,6 @@ impl Compiler {
         let body = self.block(flow.body.statements(), depth);
         let nodes = self.nodes - before + 1;
         self.names.truncate(mark);
-        self.constant.truncate(mark);
         Some(S::For {
             slot,
             from,
@@ -413,7 +409,7 @@ impl Compiler {
             Expr::Array(items, _) => X::Array(self.all(items, next)?),
             Expr::Variable(var, _, _) => {
                 let name = &var.1;
-                match self.names.iter().rposition(|n| n == name) {
+                match self.names.iter().rposition(|(n, _)| n == name) {
                     Some(slot) => X::Local(slot),
                     None if name.as_str() == "event" => X::Event(Vec::new()),
                     None => return None,
