@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rhai::{Dynamic, EvalAltResult, Map, Position};
+use rhai::{Dynamic, EvalAltResult, Map, Position, INT};
 
 use crate::hashing::{FastMap, FastSet};
 use crate::matchers::PatternCache;
@@ -43,6 +43,79 @@ pub struct BatchContext {
     /// Alerts raised by the current rule on the current event.
     pub emits: Vec<Map>,
     pub event_time: EventTime,
+    /// Window calls the native fast paths made for real on the current event, in order;
+    /// a rule that then has to be interpreted replays its own from here (see [`replay`]).
+    pub journal: Vec<WindowCall>,
+    /// How far into `journal` the interpreted rules have read.
+    pub replayed: usize,
+}
+
+/// Which window function was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowOp {
+    Push,
+    Count,
+    Distinct,
+}
+
+/// One window call a fast path made (and applied to the rule's windows), with its result.
+///
+/// A fast path that runs into a step only Rhai can take (an `emit` once a threshold is
+/// crossed, say) hands the rule to Rhai, which runs it from the start. Rhai's window calls
+/// up to that step are the same calls on the same event and state, so instead of recording
+/// the event a second time each returns the result the fast path got.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowCall {
+    pub rule: usize,
+    pub op: WindowOp,
+    pub key: String,
+    pub value: Option<String>,
+    /// The window length as given, compared bit for bit.
+    pub seconds: Option<u64>,
+    pub result: INT,
+}
+
+/// The recorded result of this call, when a fast path made it for the current rule on the
+/// current event; `None` when the call is new and must really run. A call that differs
+/// from the recorded one means the fast path and Rhai disagree: an engine bug, reported as
+/// an error of the rule rather than silently recording twice.
+pub fn replay(
+    ctx: &mut BatchContext,
+    op: WindowOp,
+    key: &str,
+    value: Option<&str>,
+    seconds: Option<f64>,
+) -> Result<Option<INT>, Box<EvalAltResult>> {
+    let Some(call) = ctx.journal.get(ctx.replayed) else {
+        return Ok(None);
+    };
+    if call.rule != ctx.rule {
+        return Ok(None);
+    }
+    ctx.replayed += 1;
+    let same = call.op == op
+        && call.key == key
+        && call.value.as_deref() == value
+        && call.seconds == seconds.map(f64::to_bits);
+    if !same {
+        return Err(runtime_error(format!(
+            "internal error in the engine: the native fast path recorded {:?}({:?}) where Rhai \
+             calls {op:?}({key:?}); please report this rule",
+            call.op, call.key
+        )));
+    }
+    Ok(Some(call.result))
+}
+
+/// Past the journal entries of `rule` that its evaluation did not replay.
+pub fn skip_journal(ctx: &mut BatchContext, rule: usize) {
+    while ctx
+        .journal
+        .get(ctx.replayed)
+        .is_some_and(|c| c.rule == rule)
+    {
+        ctx.replayed += 1;
+    }
 }
 
 /// What a script-facing limit (as opposed to a Rhai built-in one) reports when it stops a rule.

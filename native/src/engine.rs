@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::context::{self, BatchContext, EventTime, HostData, CAPABILITY, DEADLINE, EMIT_LIMIT};
 use crate::events::{Event, EventInput};
-use crate::fastpath::FastPath;
+use crate::fastpath::{FastPath, Side};
 use crate::hashing::{FastMap, FastSet};
 use crate::limits::{EngineLimits, Limits};
 use crate::matchers::PatternCache;
@@ -357,6 +357,8 @@ impl RuleEngine {
             max_emits: 0,
             emits: Vec::new(),
             event_time: EventTime::Missing,
+            journal: Vec::new(),
+            replayed: 0,
         };
         let mut outcome = BatchOutcome::default();
         let host = Arc::clone(&self.host);
@@ -702,9 +704,15 @@ fn run_batch<'a, I>(
                 interpret.push((rule_index, false));
                 continue;
             };
+            let side = Side {
+                rule: rule_index,
+                bounds: rule.limits.window_bounds(),
+                can_enrich: rule.can_enrich,
+                time,
+            };
             let quiet = catch_unwind(AssertUnwindSafe(|| match &event {
-                Event::Json(json) => fast.quiet(json, natively.host),
-                Event::Value(value) => fast.quiet(value, natively.host),
+                Event::Json(json) => fast.quiet(json, natively.host, &side),
+                Event::Value(value) => fast.quiet(value, natively.host, &side),
             }))
             .unwrap_or(false);
             if quiet {
@@ -746,6 +754,10 @@ fn run_batch<'a, I>(
             }
             scope.rewind(1);
         }
+        context::update(|ctx| {
+            ctx.journal.clear();
+            ctx.replayed = 0;
+        });
     }
 }
 
@@ -764,10 +776,7 @@ fn evaluate_rule(
     context::update(|ctx| {
         ctx.rule = rule_index;
         ctx.can_enrich = rule.can_enrich;
-        ctx.bounds = WindowBounds {
-            max_keys: rule.limits.max_window_keys,
-            max_entries_per_key: rule.limits.max_window_entries_per_key,
-        };
+        ctx.bounds = rule.limits.window_bounds();
         ctx.max_emits = rule.limits.max_emits_per_event;
         ctx.emits.clear();
     });
@@ -777,6 +786,7 @@ fn evaluate_rule(
         run_rule(&rule.engine, &rule.ast, &mut rule.caches, scope)
     }));
     context::set_deadline(None);
+    context::update(|ctx| context::skip_journal(ctx, rule_index));
     *clock = Instant::now();
     let elapsed = nanos_between(started, *clock);
     let emits = context::take_emits();

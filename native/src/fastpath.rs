@@ -4,19 +4,23 @@
 //! `if event.proc.action != "exec" { return; }` returns, or the final condition is false.
 //! Interpreting that in Rhai costs 0.5–2 µs (variable lookups, function resolution, a
 //! `Dynamic` per intermediate value). At load time each rule's statements are translated,
-//! where they stay inside a small pure subset (`let`, `if`, `return;`, property chains on
-//! `event`, literals, comparisons, `&&`/`||`/`!`/`??`, `in`, string methods, and the pure
-//! script functions `glob`, `re_match`, `cidr`, `entropy`, `in_list`), into a tree this
-//! module evaluates directly. Everything else (`emit`, windows, `enrich`, loops,
-//! assignments...) becomes an opaque step.
+//! where they stay inside a small subset (`let`, `if`, `return;`, property chains on
+//! `event`, literals, comparisons, `&&`/`||`/`!`/`??`, `in`, string methods, the script
+//! functions `glob`, `re_match`, `cidr`, `entropy`, `in_list`, `enrich`, and the window
+//! functions), into a tree this module evaluates directly. Everything else (`emit`, map
+//! literals, `while`, `+=`, script functions...) becomes an opaque step.
 //!
 //! The contract is one-sided: [`FastPath::quiet`] returns `true` only when Rhai, run on
-//! the same event, would finish without an alert, a side effect or a failure. Whenever the
-//! native evaluation meets an opaque step, a value of a type it does not model, or anything
-//! Rhai would report as an error, it gives up and the rule runs in Rhai from the start (the
-//! fast path has no side effects, so nothing is done twice). Results therefore never
-//! depend on whether the fast path ran; `tests` below and `tests/native` hold it to Rhai.
+//! the same event, would finish without an alert or a failure, having made the same window
+//! calls. Whenever the native evaluation meets an opaque step, a value of a type it does
+//! not model, or anything Rhai would report as an error, it gives up and the rule runs in
+//! Rhai from the start. The only side effects it has are window calls, made for real and
+//! journaled (`context::WindowCall`): Rhai's own calls, which up to that point are the same
+//! calls on the same state, replay the journaled results instead of recording the event
+//! twice. Results therefore never depend on whether the fast path ran; `tests` below and
+//! `tests/native` hold it to Rhai.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -27,10 +31,11 @@ use rhai::{
 };
 use smallvec::SmallVec;
 
-use crate::context::HostData;
+use crate::context::{self, EventTime, HostData, WindowCall, WindowOp};
 use crate::json::Json;
 use crate::limits::Limits;
 use crate::matchers::{self, cidr_contains, entropy};
+use crate::windows::{window_micros, WindowBounds};
 
 /// The native form of a rule's statements, when that form can ever finish on its own.
 pub struct FastPath {
@@ -82,6 +87,8 @@ pub(crate) enum Val<'a> {
     Arr(Rc<[Val<'a>]>),
     /// An array constant of the rule's source.
     Lits(&'a [Lit]),
+    /// A map or array of an enrichment table (what `enrich` found), read in place.
+    Host(&'a Dynamic),
     /// A map or array read from the event: only passed along (`??`), never inspected.
     Other,
 }
@@ -167,7 +174,22 @@ pub(crate) enum X {
     Cidr(Box<X>, Box<X>),
     Entropy(Box<X>),
     InList(Box<X>, ImmutableString),
+    /// `enrich(kind, key)`: a read of the host's tables (with the `enrich` capability).
+    Enrich(Box<X>, Box<X>),
+    /// `window_push(key)`, `window_count(key, seconds)`, `window_distinct(key, value,
+    /// seconds)`: made for real, and journaled for Rhai to replay should it take over.
+    Window(WindowOp, Box<X>, Option<Box<X>>, Option<Box<X>>),
     If(Box<X>, Box<X>, Box<X>),
+}
+
+/// What a rule's fast path may touch besides the event: its own windows (through the
+/// batch context) and, with the capability, the enrichment tables.
+pub(crate) struct Side {
+    /// The rule's index in the batch context's window list.
+    pub rule: usize,
+    pub bounds: WindowBounds,
+    pub can_enrich: bool,
+    pub time: EventTime,
 }
 
 pub(crate) enum Step {
@@ -236,15 +258,26 @@ impl FastPath {
 
     /// `true` when the rule, run by Rhai on `event`, would end without an alert, a side
     /// effect or a failure; `false` when Rhai has to run it.
-    pub(crate) fn quiet<N: Node>(&self, event: &N, host: &HostData) -> bool {
+    pub(crate) fn quiet<N: Node>(&self, event: &N, host: &HostData, side: &Side) -> bool {
         let mut run = Run {
             fast: self,
             event,
             host,
+            side,
             locals: SmallVec::new(),
             loop_budget: self.loop_budget,
+            journaled: 0,
         };
-        run.block(&self.body).is_ok()
+        let quiet = run.block(&self.body).is_ok();
+        if quiet && run.journaled > 0 {
+            // Done natively: no replay needed.
+            let journaled = run.journaled;
+            context::update(|ctx| {
+                let keep = ctx.journal.len().saturating_sub(journaled);
+                ctx.journal.truncate(keep);
+            });
+        }
+        quiet
     }
 }
 
@@ -478,6 +511,22 @@ impl Compiler {
             ("in_list", [value, Expr::StringConstant(name, _)]) => {
                 X::InList(self.boxed(value, depth)?, name.clone())
             }
+            ("enrich", [kind, key]) => X::Enrich(self.boxed(kind, depth)?, self.boxed(key, depth)?),
+            ("window_push", [key]) => {
+                X::Window(WindowOp::Push, self.boxed(key, depth)?, None, None)
+            }
+            ("window_count", [key, seconds]) => X::Window(
+                WindowOp::Count,
+                self.boxed(key, depth)?,
+                None,
+                Some(self.boxed(seconds, depth)?),
+            ),
+            ("window_distinct", [key, value, seconds]) => X::Window(
+                WindowOp::Distinct,
+                self.boxed(key, depth)?,
+                Some(self.boxed(value, depth)?),
+                Some(self.boxed(seconds, depth)?),
+            ),
             _ => return None,
         })
     }
@@ -642,7 +691,7 @@ impl Node for Dynamic {
 
 /// Rhai's maps are behind read guards, so a Rhai value is walked recursively, each guard
 /// alive while its child is read; the value at the end owns what it keeps (`Text::Shared`).
-fn walk<'a>(child: &Dynamic, run: &mut Run<'a, Dynamic>, steps: &'a [Step]) -> R<Val<'a>> {
+fn walk<'a, N: Node>(child: &Dynamic, run: &mut Run<'a, N>, steps: &'a [Step]) -> R<Val<'a>> {
     match steps.first() {
         None if child.is_map() || child.is_array() => Ok(Val::Other),
         None => Ok(scalar(child)),
@@ -676,8 +725,11 @@ pub(crate) struct Run<'a, N> {
     fast: &'a FastPath,
     event: &'a N,
     host: &'a HostData,
+    side: &'a Side,
     locals: SmallVec<[Val<'a>; 8]>,
     loop_budget: u64,
+    /// Window calls this run added to the batch's journal.
+    journaled: usize,
 }
 
 impl<'a, N: Node> Run<'a, N> {
@@ -879,11 +931,101 @@ impl<'a, N: Node> Run<'a, N> {
                     self.eval(otherwise)?
                 }
             }
+            X::Enrich(kind, key) => {
+                let (kind, key) = (self.eval(kind)?, self.eval(key)?);
+                let key = key_text(&key)?;
+                // Without the capability Rhai reports the error.
+                let (true, Val::Str(kind)) = (self.side.can_enrich, kind) else {
+                    return Err(Fallback);
+                };
+                let host = self.host;
+                match host.enrichment.get(&*kind).and_then(|t| t.get(&*key)) {
+                    None => Val::Unit,
+                    Some(found) if found.is_map() || found.is_array() => Val::Host(found),
+                    Some(found) => scalar(found),
+                }
+            }
+            X::Window(op, key, value, seconds) => {
+                self.window(*op, key, value.as_deref(), seconds.as_deref())?
+            }
+        })
+    }
+
+    /// A window call, as `script_api` makes it: arguments first (any error there is Rhai's
+    /// to report, before anything is recorded), then the call on the rule's windows.
+    fn window(
+        &mut self,
+        op: WindowOp,
+        key: &'a X,
+        value: Option<&'a X>,
+        seconds: Option<&'a X>,
+    ) -> R<Val<'a>> {
+        let key = self.eval(key)?;
+        let key = key_text(&key)?;
+        let value = match value {
+            Some(v) => Some(self.eval(v)?),
+            None => None,
+        };
+        let value = match &value {
+            Some(v) => Some(key_text(v)?),
+            None => None,
+        };
+        let seconds = match seconds {
+            Some(x) => Some(match self.eval(x)? {
+                Val::Int(i) => i as FLOAT,
+                Val::Float(f) => f,
+                _ => return Err(Fallback),
+            }),
+            None => None,
+        };
+        let EventTime::At(now) = self.side.time else {
+            return Err(Fallback);
+        };
+        let span = match seconds {
+            Some(s) => window_micros(s).map_err(|_| Fallback)?,
+            None => 0,
+        };
+        let side = self.side;
+        let result = context::with_context(|ctx| {
+            let windows = ctx
+                .windows
+                .get_mut(side.rule)
+                .ok_or_else(|| context::runtime_error("no window state"))?;
+            let result = match op {
+                WindowOp::Push => {
+                    windows.push(&key, now, side.bounds);
+                    0
+                }
+                WindowOp::Count => windows.count(&key, now, span),
+                WindowOp::Distinct => {
+                    let value = value.as_deref().unwrap_or_default();
+                    windows.distinct(&key, value, now, span, side.bounds)
+                }
+            };
+            let result = INT::try_from(result).unwrap_or(INT::MAX);
+            ctx.journal.push(WindowCall {
+                rule: side.rule,
+                op,
+                key: key.into_owned(),
+                value: value.map(Cow::into_owned),
+                seconds: seconds.map(f64::to_bits),
+                result,
+            });
+            Ok(result)
+        })
+        .map_err(|_| Fallback)?;
+        self.journaled += 1;
+        Ok(match op {
+            WindowOp::Push => Val::Unit,
+            WindowOp::Count | WindowOp::Distinct => Val::Int(result),
         })
     }
 
     fn apply_all(&mut self, mut value: Val<'a>, steps: &'a [Step]) -> R<Val<'a>> {
-        for step in steps {
+        for (i, step) in steps.iter().enumerate() {
+            if let Val::Host(found) = value {
+                return walk(found, self, &steps[i..]);
+            }
             value = self.apply(value, step)?;
         }
         Ok(value)
@@ -982,9 +1124,10 @@ fn compare(op: Cmp, a: &Val<'_>, b: &Val<'_>) -> R<bool> {
         (Val::Unit, Val::Unit) => return Ok(matches!(op, Cmp::Eq)),
         (Val::Unit, Val::Str(_)) | (Val::Str(_), Val::Unit) => return Ok(matches!(op, Cmp::Ne)),
         // `Other` may be an array, like `Arr` and `Lits`.
-        (Val::Other | Val::Arr(_) | Val::Lits(_), Val::Other | Val::Arr(_) | Val::Lits(_)) => {
-            return Err(Fallback)
-        }
+        (
+            Val::Other | Val::Host(_) | Val::Arr(_) | Val::Lits(_),
+            Val::Other | Val::Host(_) | Val::Arr(_) | Val::Lits(_),
+        ) => return Err(Fallback),
         // Any other two types differ: equality is false, ordering is an error.
         _ => match op {
             Cmp::Eq => return Ok(false),
@@ -1020,6 +1163,16 @@ fn float_compare(op: Cmp, x: FLOAT, y: FLOAT) -> bool {
         Cmp::Ge => (x - y) / max > -FLOAT::EPSILON,
         Cmp::Lt => (y - x) / max > FLOAT::EPSILON,
         Cmp::Le => (y - x) / max > -FLOAT::EPSILON,
+    }
+}
+
+/// Window keys, list members and enrichment keys as `script_api::key_text` makes them:
+/// strings as they are, integers in decimal; other types are left to Rhai.
+fn key_text<'v>(value: &'v Val<'_>) -> R<Cow<'v, str>> {
+    match value {
+        Val::Str(s) => Ok(Cow::Borrowed(&**s)),
+        Val::Int(i) => Ok(Cow::Owned(i.to_string())),
+        _ => Err(Fallback),
     }
 }
 
@@ -1072,10 +1225,17 @@ mod tests {
         let bytes = serde_json::to_vec(event).expect("serializes");
         let json = Projection::Whole.parse(&bytes).expect("parses");
         let value: Dynamic = rhai::serde::to_dynamic(event).expect("event converts");
-        let on_json = fast.quiet(&json, host);
+        // No batch is running: window calls give up, `enrich` reads `host`.
+        let side = Side {
+            rule: 0,
+            bounds: Limits::default().window_bounds(),
+            can_enrich: true,
+            time: EventTime::Missing,
+        };
+        let on_json = fast.quiet(&json, host, &side);
         assert_eq!(
             on_json,
-            fast.quiet(&value, host),
+            fast.quiet(&value, host, &side),
             "JSON and Rhai value agree"
         );
         on_json
@@ -1087,6 +1247,17 @@ mod tests {
         host.lists.insert(
             "shells".into(),
             ["/bin/sh".to_string()].into_iter().collect(),
+        );
+        let intel: Dynamic =
+            rhai::serde::to_dynamic(json!({"reputation": "malicious", "n": 3})).expect("converts");
+        host.enrichment.insert(
+            "ip".into(),
+            [
+                ("203.0.113.7".to_string(), intel),
+                ("7".to_string(), Dynamic::from("seven")),
+            ]
+            .into_iter()
+            .collect(),
         );
         verdict(&fast, &event, &host)
     }
@@ -1102,6 +1273,40 @@ mod tests {
             "false condition: nothing happens"
         );
         assert!(!quiet(rule, exec("/bin/sh")), "emit is Rhai's");
+    }
+
+    #[test]
+    fn enrich_is_read_natively() {
+        let rule = r#"let intel = enrich("ip", event.ip);
+                      if intel != () && intel.reputation == "malicious" { emit(); }"#;
+        assert!(quiet(rule, json!({"ip": "10.0.0.1"})), "not in the table");
+        assert!(
+            !quiet(rule, json!({"ip": "203.0.113.7"})),
+            "listed: emit is Rhai's"
+        );
+        assert!(
+            !quiet(rule, json!({"ip": 7})),
+            "a string entry has no property"
+        );
+        assert!(
+            !quiet(rule, json!({"ip": 1.5})),
+            "a float key is left to Rhai"
+        );
+        let scalar = r#"if enrich("ip", event.n) == "seven" { emit(); }"#;
+        assert!(!quiet(scalar, json!({"n": 7})), "integer keys read as text");
+        assert!(quiet(scalar, json!({"n": 8})));
+        assert!(quiet(
+            r#"if enrich("ip", "203.0.113.7").n > 2 { return; } emit();"#,
+            json!({})
+        ));
+        assert!(!quiet(
+            r#"if enrich("nope", "x") == () { emit(); }"#,
+            json!({})
+        ));
+        assert!(quiet(
+            r#"if enrich("nope", "x") != () { emit(); }"#,
+            json!({})
+        ));
     }
 
     #[test]
@@ -1466,6 +1671,79 @@ mod tests {
             "evaluations decided natively: {native} of {evals}"
         );
         assert_eq!(slow.stats().iter().map(|(_, s)| s.native).sum::<u64>(), 0);
+    }
+
+    /// Window calls made natively, including those Rhai then replays when it takes over
+    /// part-way (an `emit`, a map literal, `%`), leave the same state and results.
+    #[test]
+    fn windows_agree_with_and_without_the_fast_path() {
+        let rules = [
+            r#"window_push(event.k); let n = window_count(event.k, 10);
+               if n == 3 { emit(#{ context: #{ n: n } }); }"#,
+            r#"let d = window_distinct(event.k, event.v, 10);
+               if d >= 2 && event.v == "x" { emit(#{ context: #{ d: d } }); }"#,
+            r#"window_push(event.k); let c = window_count(event.k, 5.5);
+               if c > 1 { let m = #{ a: c }; } if event.v == "y" { emit(); }"#,
+            r#"window_push("a"); window_push(event.k); let c = window_count("a", 100);
+               let d = window_distinct(event.k, event.n, 100);
+               if event.v != "w" { return; }
+               if c % 2 == 0 { emit(#{ context: #{ c: c, d: d } }); }"#,
+            r#"if event.v == "z" { return; } window_push(event.n);
+               let c = window_count(event.n, 3); if c > 2 { emit(); }"#,
+        ];
+        let engine = |fast: bool| {
+            let mut e = RuleEngine::new(Limits::default()).expect("limits");
+            e.set_fast_path(fast);
+            let specs = rules
+                .iter()
+                .enumerate()
+                .map(|(i, source)| RuleSpec {
+                    id: format!("w{i}"),
+                    source: source.to_string(),
+                    ..RuleSpec::default()
+                })
+                .collect();
+            e.replace_all(specs).expect("compiles");
+            e
+        };
+        let (mut fast, mut slow) = (engine(true), engine(false));
+        assert_eq!(fast.fast_paths(), rules.len());
+        let mut lines = Vec::new();
+        for i in 0..600u32 {
+            let ts = match i % 97 {
+                13 => json!(null),
+                14 => json!("not a time"),
+                // Out of order now and then.
+                15 => json!(format!("2026-12-01T00:00:{:02}Z", (i / 10) % 60)),
+                _ => json!(format!(
+                    "2026-12-01T00:{:02}:{:02}.5Z",
+                    i / 120,
+                    (i / 2) % 60
+                )),
+            };
+            let k = ["a", "b", "c"][(i % 7 % 3) as usize];
+            let v = ["x", "y", "z", "w"][(i * 7 % 11 % 4) as usize];
+            lines.push(serde_json::to_vec(&json!({"ts": ts, "k": k, "v": v, "n": i % 5})).unwrap());
+        }
+        let mut matched = 0;
+        for chunk in lines.chunks(41) {
+            let data = chunk.join(&b'\n');
+            let (a, b) = (fast.evaluate_jsonl(&data), slow.evaluate_jsonl(&data));
+            assert_eq!(summary(&a), summary(&b));
+            matched += a.matches.len();
+        }
+        assert!(matched > 100, "thresholds are crossed ({matched})");
+        let stats = fast.stats();
+        for (id, s) in &stats {
+            assert!(s.native > 0 && s.native < s.evals, "{id}: {s:?}");
+        }
+        let counts = |e: &RuleEngine| -> Vec<(String, u64, u64, u64)> {
+            e.stats()
+                .into_iter()
+                .map(|(id, s)| (id, s.evals, s.matches, s.failures))
+                .collect()
+        };
+        assert_eq!(counts(&fast), counts(&slow));
     }
 
     #[test]

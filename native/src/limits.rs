@@ -60,6 +60,14 @@ pub struct EngineLimits {
 }
 
 impl Limits {
+    /// The bounds of one rule's window state.
+    pub fn window_bounds(&self) -> crate::windows::WindowBounds {
+        crate::windows::WindowBounds {
+            max_keys: self.max_window_keys,
+            max_entries_per_key: self.max_window_entries_per_key,
+        }
+    }
+
     /// Names and values, in declaration order (for `repr` and error messages).
     pub fn fields(&self) -> [(&'static str, u64); 11] {
         let as_u64 = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);

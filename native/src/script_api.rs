@@ -4,7 +4,7 @@ use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Map, FLOAT, INT,
 };
 
-use crate::context::{self, runtime_error, terminate, EventTime, CAPABILITY, EMIT_LIMIT};
+use crate::context::{self, runtime_error, terminate, EventTime, WindowOp, CAPABILITY, EMIT_LIMIT};
 use crate::matchers::{cidr_contains, entropy};
 use crate::windows::window_micros;
 
@@ -139,8 +139,12 @@ fn register_windows(engine: &mut Engine) {
     volatile("window_push").register_into_engine(engine, |key: Dynamic| {
         context::with_context(|ctx| {
             let now = event_time(ctx.event_time, "window_push")?;
+            let key = key_text(&key);
+            if context::replay(ctx, WindowOp::Push, &key, None, None)?.is_some() {
+                return Ok(());
+            }
             let bounds = ctx.bounds;
-            current_windows(ctx)?.push(&key_text(&key), now, bounds);
+            current_windows(ctx)?.push(&key, now, bounds);
             Ok(())
         })
     });
@@ -167,7 +171,11 @@ fn window_count(key: &Dynamic, seconds: FLOAT) -> Result<INT> {
         let now = event_time(ctx.event_time, "window_count")?;
         let span =
             window_micros(seconds).map_err(|e| runtime_error(format!("window_count: {e}")))?;
-        let count = current_windows(ctx)?.count(&key_text(key), now, span);
+        let key = key_text(key);
+        if let Some(count) = context::replay(ctx, WindowOp::Count, &key, None, Some(seconds))? {
+            return Ok(count);
+        }
+        let count = current_windows(ctx)?.count(&key, now, span);
         Ok(INT::try_from(count).unwrap_or(INT::MAX))
     })
 }
@@ -177,9 +185,13 @@ fn window_distinct(key: &Dynamic, value: &Dynamic, seconds: FLOAT) -> Result<INT
         let now = event_time(ctx.event_time, "window_distinct")?;
         let span =
             window_micros(seconds).map_err(|e| runtime_error(format!("window_distinct: {e}")))?;
+        let (key, value) = (key_text(key), key_text(value));
+        let recorded = context::replay(ctx, WindowOp::Distinct, &key, Some(&value), Some(seconds))?;
+        if let Some(count) = recorded {
+            return Ok(count);
+        }
         let bounds = ctx.bounds;
-        let count =
-            current_windows(ctx)?.distinct(&key_text(key), &key_text(value), now, span, bounds);
+        let count = current_windows(ctx)?.distinct(&key, &value, now, span, bounds);
         Ok(INT::try_from(count).unwrap_or(INT::MAX))
     })
 }
