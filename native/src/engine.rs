@@ -1,5 +1,6 @@
 //! The rule set: loading and caching compiled rules, the kind prefilter, and batch evaluation.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
@@ -11,10 +12,11 @@ use rhai::{
     Stmt, AST,
 };
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 use crate::context::{self, BatchContext, EventTime, HostData, CAPABILITY, DEADLINE, EMIT_LIMIT};
 use crate::events::{Event, EventInput};
-use crate::fastpath::{FastPath, Side};
+use crate::fastpath::{FastPath, Paths, Side, Slot};
 use crate::hashing::{FastMap, FastSet};
 use crate::limits::{EngineLimits, Limits};
 use crate::matchers::PatternCache;
@@ -213,6 +215,8 @@ pub struct RuleEngine {
     compiles: u64,
     /// Whether rules' native fast paths are used (off only to compare against Rhai alone).
     fast_path: bool,
+    /// The event paths the fast paths read, numbered for the per-event path cache.
+    paths: Paths,
 }
 
 impl RuleEngine {
@@ -230,6 +234,7 @@ impl RuleEngine {
             patterns: PatternCache::default(),
             compiles: 0,
             fast_path: true,
+            paths: Paths::default(),
         })
     }
 
@@ -363,6 +368,7 @@ impl RuleEngine {
         let mut outcome = BatchOutcome::default();
         let host = Arc::clone(&self.host);
         let fast_path = self.fast_path;
+        let paths = self.paths.len();
         let (_, returned) = context::with_batch(batch, || {
             run_batch(
                 &mut self.rules,
@@ -371,6 +377,7 @@ impl RuleEngine {
                 Natively {
                     enabled: fast_path,
                     host: &host,
+                    paths,
                 },
                 events,
                 &mut outcome,
@@ -458,7 +465,7 @@ impl RuleEngine {
         }
         let alert_defaults = alert_defaults(&id, &meta);
         let projection = Projection::of_rule(&ast);
-        let fast = FastPath::compile(&ast, &limits);
+        let fast = FastPath::compile(&ast, &limits, &mut self.paths);
         Ok(LoadedRule {
             id,
             hash,
@@ -649,6 +656,8 @@ fn find_call(ast: &AST, function: &str) -> Option<Position> {
 struct Natively<'a> {
     enabled: bool,
     host: &'a HostData,
+    /// How many event paths the fast paths have numbered.
+    paths: usize,
 }
 
 fn run_batch<'a, I>(
@@ -696,6 +705,13 @@ fn run_batch<'a, I>(
         let mut clock = Instant::now();
         decided.clear();
         interpret.clear();
+        // Where each numbered path leads in this event, filled in as rules follow them.
+        let cache: SmallVec<[Cell<Slot>; 64]> = match &event {
+            Event::Json(_) if natively.enabled => {
+                (0..natively.paths).map(|_| Cell::default()).collect()
+            }
+            _ => SmallVec::new(),
+        };
         for &rule_index in selected {
             let Some(rule) = rules.get_mut(rule_index) else {
                 continue;
@@ -711,8 +727,8 @@ fn run_batch<'a, I>(
                 time,
             };
             let quiet = catch_unwind(AssertUnwindSafe(|| match &event {
-                Event::Json(json) => fast.quiet(json, natively.host, &side),
-                Event::Value(value) => fast.quiet(value, natively.host, &side),
+                Event::Json(json) => fast.quiet(json, natively.host, &side, &cache),
+                Event::Value(value) => fast.quiet(value, natively.host, &side, &cache),
             }))
             .unwrap_or(false);
             if quiet {
@@ -741,6 +757,7 @@ fn run_batch<'a, I>(
                 }
             }
         }
+        drop(cache);
         if interpret.is_empty() {
             continue;
         }

@@ -157,11 +157,14 @@ pub(crate) enum X {
     Lit(Lit),
     Local(usize),
     /// A chain on the `event` variable: navigated in place, without copying maps.
-    Event(Vec<Step>),
+    Event(EventChain),
     Chain(Box<X>, Vec<Step>),
     Array(Vec<X>),
     Not(Box<X>),
     Cmp(Cmp, Box<X>, Box<X>),
+    /// `x == "text"` (`true`: `!=`), the commonest comparison: only a string can equal
+    /// a string; `()` and every other type are unequal to it ([`compare`]).
+    StrEq(bool, Box<X>, ImmutableString),
     And(Vec<X>),
     Or(Vec<X>),
     Coalesce(Vec<X>),
@@ -231,13 +234,15 @@ impl FastPath {
     /// Translate `ast`; `None` when no evaluation could finish natively (the first
     /// statement that always runs is opaque), or the rule defines script functions (which
     /// may shadow the functions evaluated here), or its limits are too tight to be sure.
-    pub fn compile(ast: &AST, limits: &Limits) -> Option<FastPath> {
+    pub fn compile(ast: &AST, limits: &Limits, paths: &mut Paths) -> Option<FastPath> {
         if ast.has_functions() {
             return None;
         }
         let mut compiler = Compiler {
+            names: Vec::new(),
+            nodes: 0,
             max_array_size: limits.max_array_size,
-            ..Compiler::default()
+            paths,
         };
         let body = compiler.block(ast.statements(), 0);
         let (returns, falls_through) = reach(&body);
@@ -258,12 +263,19 @@ impl FastPath {
 
     /// `true` when the rule, run by Rhai on `event`, would end without an alert, a side
     /// effect or a failure; `false` when Rhai has to run it.
-    pub(crate) fn quiet<N: Node>(&self, event: &N, host: &HostData, side: &Side) -> bool {
+    pub(crate) fn quiet<'e, N: Node>(
+        &self,
+        event: &'e N,
+        host: &HostData,
+        side: &Side,
+        cache: &PathCache<'e>,
+    ) -> bool {
         let mut run = Run {
             fast: self,
             event,
             host,
             side,
+            cache,
             locals: SmallVec::new(),
             loop_budget: self.loop_budget,
             journaled: 0,
@@ -306,16 +318,68 @@ fn reach(block: &[S]) -> (bool, bool) {
     (returns, true)
 }
 
-#[derive(Default)]
-struct Compiler {
+struct Compiler<'p> {
     /// The `let` bindings in scope, innermost last: name, and whether it is `const`
     /// (assigning one is Rhai's error to report). A binding's slot is its index.
     names: Vec<(ImmutableString, bool)>,
     nodes: u64,
     max_array_size: usize,
+    paths: &'p mut Paths,
 }
 
-impl Compiler {
+/// Numbers for the property paths on `event` (`proc.action`, `dns.query`...) that the
+/// loaded rules' fast paths read, shared by all of them: an event's rules read the same
+/// few fields again and again, and each path is navigated once per event ([`PathCache`]).
+#[derive(Default)]
+pub struct Paths {
+    ids: crate::hashing::FastMap<Vec<ImmutableString>, u32>,
+}
+
+impl Paths {
+    fn id(&mut self, props: &[ImmutableString]) -> Option<u32> {
+        if let Some(id) = self.ids.get(props) {
+            return Some(*id);
+        }
+        let id = u32::try_from(self.ids.len()).ok()?;
+        self.ids.insert(props.to_vec(), id);
+        Some(id)
+    }
+
+    /// How many paths are numbered: the size of an event's cache.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Where a numbered path leads in the current event, once some rule has followed it.
+#[derive(Clone, Copy, Default)]
+pub(crate) enum Slot<'a> {
+    #[default]
+    Unknown,
+    At(&'a Json<'a>),
+    /// A map without the last property: `()`.
+    Unit,
+    /// A property of something that is not a map: Rhai's error.
+    Fallback,
+}
+
+/// The per-event cache of path ends, one cell per numbered path (empty for events that
+/// are Rhai values, which are not cached).
+pub(crate) type PathCache<'a> = [std::cell::Cell<Slot<'a>>];
+
+/// A chain on the `event` variable: its leading properties (numbered, when there are any)
+/// and then the rest of its steps.
+pub(crate) struct EventChain {
+    path: Option<u32>,
+    props: usize,
+    steps: Vec<Step>,
+}
+
+impl Compiler<'_> {
     fn block(&mut self, statements: &[Stmt], depth: usize) -> Vec<S> {
         let mark = self.names.len();
         let out = statements
@@ -444,7 +508,11 @@ impl Compiler {
                 let name = &var.1;
                 match self.names.iter().rposition(|(n, _)| n == name) {
                     Some(slot) => X::Local(slot),
-                    None if name.as_str() == "event" => X::Event(Vec::new()),
+                    None if name.as_str() == "event" => X::Event(EventChain {
+                        path: None,
+                        props: 0,
+                        steps: Vec::new(),
+                    }),
                     None => return None,
                 }
             }
@@ -532,7 +600,14 @@ impl Compiler {
     }
 
     fn compare(&mut self, op: Cmp, a: &Expr, b: &Expr, depth: usize) -> Option<X> {
-        Some(X::Cmp(op, self.boxed(a, depth)?, self.boxed(b, depth)?))
+        let (a, b) = (self.expr(a, depth)?, self.expr(b, depth)?);
+        Some(match (op, a, b) {
+            (Cmp::Eq | Cmp::Ne, x, X::Lit(Lit::Str(text)))
+            | (Cmp::Eq | Cmp::Ne, X::Lit(Lit::Str(text)), x) => {
+                X::StrEq(matches!(op, Cmp::Ne), Box::new(x), text)
+            }
+            (op, a, b) => X::Cmp(op, Box::new(a), Box::new(b)),
+        })
     }
 
     /// `a.b[c].d(e)`: Rhai nests a chain to the right (`Dot(a, Index(b, Dot(c, d(e))))`,
@@ -567,9 +642,23 @@ impl Compiler {
             }
         }
         Some(match self.expr(&binary.lhs, depth)? {
-            X::Event(mut base) => {
-                base.append(&mut steps);
-                X::Event(base)
+            X::Event(mut chain) => {
+                chain.steps.append(&mut steps);
+                let names: Vec<ImmutableString> = chain
+                    .steps
+                    .iter()
+                    .map_while(|step| match step {
+                        Step::Prop(name) => Some(name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                chain.props = names.len();
+                chain.path = if names.is_empty() {
+                    None
+                } else {
+                    self.paths.id(&names)
+                };
+                X::Event(chain)
             }
             base => X::Chain(Box::new(base), steps),
         })
@@ -639,37 +728,87 @@ fn scalar(value: &Dynamic) -> Val<'static> {
 
 /// An event the fast path can read: parsed JSON (borrowed strings), or a Rhai value.
 pub(crate) trait Node: Sized {
-    /// Follow `steps` through the event's own maps and arrays, copying only the end value.
-    fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>>;
+    /// Follow `chain` through the event's own maps and arrays, copying only the end value.
+    fn navigate<'a, 'e: 'a>(
+        &'e self,
+        run: &mut Run<'a, 'e, Self>,
+        chain: &'a EventChain,
+    ) -> R<Val<'a>>;
 }
 
 impl Node for Json<'_> {
-    fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>> {
-        let mut at = self;
-        for (i, step) in steps.iter().enumerate() {
-            let next = match (step, at) {
-                (Step::Prop(name), Json::Map(_)) => match at.get(name.as_str()) {
-                    Some(child) => child,
-                    // A missing property of a map reads as `()`.
-                    None => return run.apply_all(Val::Unit, &steps[i + 1..]),
-                },
-                (Step::Index(index), Json::Array(items)) => {
-                    let index = match run.eval(index)? {
-                        Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
-                        _ => return Err(Fallback),
-                    };
-                    items.get(index).ok_or(Fallback)?
-                }
-                (_, Json::Map(_) | Json::Array(_)) => return Err(Fallback),
-                _ => return run.apply_all(json_scalar(at), &steps[i..]),
-            };
-            at = next;
+    fn navigate<'a, 'e: 'a>(
+        &'e self,
+        run: &mut Run<'a, 'e, Self>,
+        chain: &'a EventChain,
+    ) -> R<Val<'a>> {
+        let cell = chain.path.and_then(|id| run.cache.get(id as usize));
+        let Some(cell) = cell else {
+            return navigate_json(self, run, &chain.steps);
+        };
+        let slot = match cell.get() {
+            Slot::Unknown => {
+                let slot = follow(self, &chain.steps[..chain.props]);
+                cell.set(slot);
+                slot
+            }
+            known => known,
+        };
+        let rest = &chain.steps[chain.props..];
+        match slot {
+            Slot::At(node) => navigate_json(node, run, rest),
+            Slot::Unit => run.apply_all(Val::Unit, rest),
+            Slot::Unknown | Slot::Fallback => Err(Fallback),
         }
-        Ok(match at {
-            Json::Map(_) | Json::Array(_) => Val::Other,
-            scalar => json_scalar(scalar),
-        })
     }
+}
+
+/// Where the properties `props` lead from `root`, as [`navigate_json`] would find it.
+fn follow<'a>(root: &'a Json<'a>, props: &[Step]) -> Slot<'a> {
+    let mut at = root;
+    for (i, step) in props.iter().enumerate() {
+        let (Step::Prop(name), Json::Map(_)) = (step, at) else {
+            return Slot::Fallback;
+        };
+        match at.get(name.as_str()) {
+            Some(child) => at = child,
+            // A missing last property reads as `()`; a property of `()` is an error.
+            None if i + 1 == props.len() => return Slot::Unit,
+            None => return Slot::Fallback,
+        }
+    }
+    Slot::At(at)
+}
+
+fn navigate_json<'a, 'e: 'a, N: Node>(
+    root: &'a Json<'_>,
+    run: &mut Run<'a, 'e, N>,
+    steps: &'a [Step],
+) -> R<Val<'a>> {
+    let mut at = root;
+    for (i, step) in steps.iter().enumerate() {
+        let next = match (step, at) {
+            (Step::Prop(name), Json::Map(_)) => match at.get(name.as_str()) {
+                Some(child) => child,
+                // A missing property of a map reads as `()`.
+                None => return run.apply_all(Val::Unit, &steps[i + 1..]),
+            },
+            (Step::Index(index), Json::Array(items)) => {
+                let index = match run.eval(index)? {
+                    Val::Int(i) => usize::try_from(i).map_err(|_| Fallback)?,
+                    _ => return Err(Fallback),
+                };
+                items.get(index).ok_or(Fallback)?
+            }
+            (_, Json::Map(_) | Json::Array(_)) => return Err(Fallback),
+            _ => return run.apply_all(json_scalar(at), &steps[i..]),
+        };
+        at = next;
+    }
+    Ok(match at {
+        Json::Map(_) | Json::Array(_) => Val::Other,
+        scalar => json_scalar(scalar),
+    })
 }
 
 fn json_scalar<'a>(value: &'a Json<'_>) -> Val<'a> {
@@ -684,14 +823,22 @@ fn json_scalar<'a>(value: &'a Json<'_>) -> Val<'a> {
 }
 
 impl Node for Dynamic {
-    fn navigate<'a>(&'a self, run: &mut Run<'a, Self>, steps: &'a [Step]) -> R<Val<'a>> {
-        walk(self, run, steps)
+    fn navigate<'a, 'e: 'a>(
+        &'e self,
+        run: &mut Run<'a, 'e, Self>,
+        chain: &'a EventChain,
+    ) -> R<Val<'a>> {
+        walk(self, run, &chain.steps)
     }
 }
 
 /// Rhai's maps are behind read guards, so a Rhai value is walked recursively, each guard
 /// alive while its child is read; the value at the end owns what it keeps (`Text::Shared`).
-fn walk<'a, N: Node>(child: &Dynamic, run: &mut Run<'a, N>, steps: &'a [Step]) -> R<Val<'a>> {
+fn walk<'a, 'e: 'a, N: Node>(
+    child: &Dynamic,
+    run: &mut Run<'a, 'e, N>,
+    steps: &'a [Step],
+) -> R<Val<'a>> {
     match steps.first() {
         None if child.is_map() || child.is_array() => Ok(Val::Other),
         None => Ok(scalar(child)),
@@ -721,18 +868,21 @@ enum Flow {
     Return,
 }
 
-pub(crate) struct Run<'a, N> {
+/// One evaluation: `'a` is the rule's (its fast path, its bindings), `'e` the event's (the
+/// event and its path cache, shared by the event's rules).
+pub(crate) struct Run<'a, 'e, N> {
     fast: &'a FastPath,
-    event: &'a N,
+    event: &'e N,
     host: &'a HostData,
     side: &'a Side,
+    cache: &'a PathCache<'e>,
     locals: SmallVec<[Val<'a>; 8]>,
     loop_budget: u64,
     /// Window calls this run added to the batch's journal.
     journaled: usize,
 }
 
-impl<'a, N: Node> Run<'a, N> {
+impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
     fn block(&mut self, block: &'a [S]) -> R<Flow> {
         for statement in block {
             if let Flow::Return = self.statement(statement)? {
@@ -805,11 +955,45 @@ impl<'a, N: Node> Run<'a, N> {
         }
     }
 
+    /// A condition's value. Conditions are most of what rules evaluate, so the common ones
+    /// are decided here without a `Val` for their result.
     fn boolean(&mut self, x: &'a X) -> R<bool> {
-        match self.eval(x)? {
-            Val::Bool(b) => Ok(b),
-            _ => Err(Fallback),
+        match x {
+            X::StrEq(negated, x, text) => self.str_eq(*negated, x, text),
+            X::Cmp(op, a, b) => {
+                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                compare(*op, &a, &b)
+            }
+            X::Not(a) => Ok(!self.boolean(a)?),
+            X::And(items) => {
+                for item in items {
+                    if !self.boolean(item)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            X::Or(items) => {
+                for item in items {
+                    if self.boolean(item)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            _ => match self.eval(x)? {
+                Val::Bool(b) => Ok(b),
+                _ => Err(Fallback),
+            },
         }
+    }
+
+    fn str_eq(&mut self, negated: bool, x: &'a X, text: &str) -> R<bool> {
+        let equal = match self.eval(x)? {
+            Val::Str(s) => *s == *text,
+            _ => false,
+        };
+        Ok(equal != negated)
     }
 
     /// A string a function computed, within the size limit.
@@ -832,9 +1016,9 @@ impl<'a, N: Node> Run<'a, N> {
         Ok(match x {
             X::Lit(lit) => lit.val(),
             X::Local(slot) => self.locals.get(*slot).cloned().ok_or(Fallback)?,
-            X::Event(steps) => {
+            X::Event(chain) => {
                 let event = self.event;
-                event.navigate(self, steps)?
+                event.navigate(self, chain)?
             }
             X::Chain(base, steps) => {
                 let value = self.eval(base)?;
@@ -847,26 +1031,8 @@ impl<'a, N: Node> Run<'a, N> {
                 let values: R<Vec<Val<'a>>> = items.iter().map(|i| self.eval(i)).collect();
                 Val::Arr(values?.into())
             }
-            X::Not(a) => Val::Bool(!self.boolean(a)?),
-            X::Cmp(op, a, b) => {
-                let (a, b) = (self.eval(a)?, self.eval(b)?);
-                Val::Bool(compare(*op, &a, &b)?)
-            }
-            X::And(items) => {
-                for item in items {
-                    if !self.boolean(item)? {
-                        return Ok(Val::Bool(false));
-                    }
-                }
-                Val::Bool(true)
-            }
-            X::Or(items) => {
-                for item in items {
-                    if self.boolean(item)? {
-                        return Ok(Val::Bool(true));
-                    }
-                }
-                Val::Bool(false)
+            X::Cmp(..) | X::StrEq(..) | X::And(_) | X::Or(_) | X::Not(_) => {
+                Val::Bool(self.boolean(x)?)
             }
             X::Coalesce(items) => {
                 let (last, first) = items.split_last().ok_or(Fallback)?;
@@ -1080,15 +1246,17 @@ impl<'a, N: Node> Run<'a, N> {
                 }
                 Val::Arr(parts.into())
             }
+            // An ASCII string without upper-case letters is its own lower-case form (and
+            // splits into parts borrowed from the event); only others need a new string.
             (Method::ToLower, Val::Str(s), []) => {
-                if s.is_empty() || s.chars().all(char::is_lowercase) {
+                if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
                     self.sized(s)?
                 } else {
                     self.string(s.to_lowercase())?
                 }
             }
             (Method::ToUpper, Val::Str(s), []) => {
-                if s.chars().all(char::is_uppercase) {
+                if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_lowercase()) {
                     self.sized(s)?
                 } else {
                     self.string(s.to_uppercase())?
@@ -1217,7 +1385,7 @@ mod tests {
         let ast = engine
             .compile_with_scope(&scope, source)
             .expect("test source compiles");
-        FastPath::compile(&ast, limits)
+        FastPath::compile(&ast, limits, &mut Paths::default())
     }
 
     /// The verdict on `event` as parsed JSON, checked to be the same on it as a Rhai value.
@@ -1232,10 +1400,12 @@ mod tests {
             can_enrich: true,
             time: EventTime::Missing,
         };
-        let on_json = fast.quiet(&json, host, &side);
+        // Paths are cached on JSON events only (the rule's paths number from 0 here).
+        let cache: Vec<std::cell::Cell<Slot>> = (0..256).map(|_| Default::default()).collect();
+        let on_json = fast.quiet(&json, host, &side, &cache);
         assert_eq!(
             on_json,
-            fast.quiet(&value, host, &side),
+            fast.quiet(&value, host, &side, &[]),
             "JSON and Rhai value agree"
         );
         on_json
