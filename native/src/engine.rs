@@ -720,6 +720,14 @@ fn run_batch<'a, I>(
                 interpret.push((rule_index, false));
                 continue;
             };
+            if let Event::Json(json) = &event {
+                if fast.guard_returns(json, &cache) {
+                    rule.stats.evals += 1;
+                    rule.stats.native += 1;
+                    decided.push(rule_index);
+                    continue;
+                }
+            }
             let side = Side {
                 rule: rule_index,
                 bounds: rule.limits.window_bounds(),

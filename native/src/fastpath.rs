@@ -45,6 +45,8 @@ pub struct FastPath {
     /// Nodes loops may run in one evaluation (beyond the one pass every node is allowed)
     /// before the operation limit could be near.
     loop_budget: u64,
+    /// A leading `if event.a.b != "text" { return; }`: (path, text).
+    guard: Option<(u32, ImmutableString)>,
 }
 
 /// The native evaluation gave up: Rhai decides.
@@ -174,6 +176,8 @@ pub(crate) enum X {
     Contains(Box<X>, Box<X>),
     /// `glob(text, "literal")` / `re_match(text, "literal")`, compiled at load.
     Matches(Box<X>, Arc<Regex>),
+    /// A `glob` whose pattern is text and stars only at its ends (`/tmp/*`, `*.so`).
+    Literal(Box<X>, Literal),
     Cidr(Box<X>, Box<X>),
     Entropy(Box<X>),
     InList(Box<X>, ImmutableString),
@@ -183,6 +187,44 @@ pub(crate) enum X {
     /// seconds)`: made for real, and journaled for Rhai to replay should it take over.
     Window(WindowOp, Box<X>, Option<Box<X>>, Option<Box<X>>),
     If(Box<X>, Box<X>, Box<X>),
+}
+
+/// A glob pattern without `?` or classes, and with stars only at either end, is a plain
+/// string test: what its regex (`(?s)\A...\z`, `*` as `.*`) matches, without running it.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Literal {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Within(String),
+}
+
+impl Literal {
+    fn of_glob(pattern: &str) -> Option<Literal> {
+        let starts = pattern.starts_with('*');
+        let inner = pattern.trim_start_matches('*');
+        let ends = inner.ends_with('*');
+        let inner = inner.trim_end_matches('*');
+        if inner.is_empty() || inner.contains(['*', '?', '[']) {
+            return None;
+        }
+        let text = inner.to_string();
+        Some(match (starts, ends) {
+            (false, false) => Literal::Exact(text),
+            (false, true) => Literal::Prefix(text),
+            (true, false) => Literal::Suffix(text),
+            (true, true) => Literal::Within(text),
+        })
+    }
+
+    fn test(&self, text: &str) -> bool {
+        match self {
+            Literal::Exact(l) => text == l,
+            Literal::Prefix(l) => text.starts_with(l.as_str()),
+            Literal::Suffix(l) => text.ends_with(l.as_str()),
+            Literal::Within(l) => memchr::memmem::find(text.as_bytes(), l.as_bytes()).is_some(),
+        }
+    }
 }
 
 /// What a rule's fast path may touch besides the event: its own windows (through the
@@ -253,12 +295,54 @@ impl FastPath {
         if !(returns || falls_through) || budget > limits.max_operations {
             return None;
         }
+        let guard = leading_guard(&body);
         Some(FastPath {
             body,
             max_string_size: limits.max_string_size,
             max_array_size: limits.max_array_size,
             loop_budget: (limits.max_operations - budget) / OPERATIONS_PER_NODE,
+            guard,
         })
+    }
+
+    /// Whether the rule's leading guard (`if event.proc.action != "exec" { return; }`)
+    /// returns on this event, read from the event's path cache: most of a kind's events are
+    /// of some other action, and then the rule is decided without running at all.
+    pub(crate) fn guard_returns<'e>(&self, event: &'e Json<'e>, cache: &PathCache<'e>) -> bool {
+        let Some((path, text)) = &self.guard else {
+            return false;
+        };
+        let Some(cell) = cache.get(*path as usize) else {
+            return false;
+        };
+        let slot = match cell.get() {
+            Slot::Unknown => {
+                let Some(props) = self.guard_props() else {
+                    return false;
+                };
+                let slot = follow(event, props);
+                cell.set(slot);
+                slot
+            }
+            known => known,
+        };
+        match slot {
+            // A string equal to the text passes; anything else (`()` included) is unequal.
+            Slot::At(Json::Str(s)) => s.as_ref() != text.as_str(),
+            Slot::At(_) | Slot::Unit => true,
+            // Reading the path is an error: Rhai reports it.
+            Slot::Unknown | Slot::Fallback => false,
+        }
+    }
+
+    fn guard_props(&self) -> Option<&[Step]> {
+        match self.body.first()? {
+            S::If(X::StrEq(true, x, _), ..) => match &**x {
+                X::Event(chain) => Some(&chain.steps),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// `true` when the rule, run by Rhai on `event`, would end without an alert, a side
@@ -291,6 +375,20 @@ impl FastPath {
         }
         quiet
     }
+}
+
+/// `if <event path> != "text" { return; }` as the first statement, with nothing else in it.
+fn leading_guard(body: &[S]) -> Option<(u32, ImmutableString)> {
+    let S::If(X::StrEq(true, x, text), then, otherwise) = body.first()? else {
+        return None;
+    };
+    let X::Event(chain) = &**x else {
+        return None;
+    };
+    let only_props = chain.props == chain.steps.len();
+    (only_props && matches!(then[..], [S::Return]) && otherwise.is_empty())
+        .then(|| Some((chain.path?, text.clone())))
+        .flatten()
 }
 
 /// (can it return, can it run past its end): whether a fast path can ever finish.
@@ -566,10 +664,16 @@ impl Compiler<'_> {
             ("contains", [haystack, needle]) => {
                 X::Contains(self.boxed(haystack, depth)?, self.boxed(needle, depth)?)
             }
-            ("glob", [text, Expr::StringConstant(pattern, _)]) => X::Matches(
-                self.boxed(text, depth)?,
-                matchers::compile_glob(pattern).ok()?,
-            ),
+            ("glob", [text, Expr::StringConstant(pattern, _)]) => {
+                // Compiled even when a literal test replaces it: a pattern Rhai would
+                // reject must not be decided here.
+                let regex = matchers::compile_glob(pattern).ok()?;
+                let text = self.boxed(text, depth)?;
+                match Literal::of_glob(pattern) {
+                    Some(literal) => X::Literal(text, literal),
+                    None => X::Matches(text, regex),
+                }
+            }
             ("re_match", [text, Expr::StringConstant(pattern, _)]) => X::Matches(
                 self.boxed(text, depth)?,
                 matchers::compile_regex(pattern).ok()?,
@@ -1067,6 +1171,11 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 Val::Unit => Val::Bool(false),
                 _ => return Err(Fallback),
             },
+            X::Literal(text, literal) => match self.eval(text)? {
+                Val::Str(s) => Val::Bool(literal.test(&s)),
+                Val::Unit => Val::Bool(false),
+                _ => return Err(Fallback),
+            },
             X::Cidr(ip, network) => match (self.eval(ip)?, self.eval(network)?) {
                 (Val::Str(ip), Val::Str(net)) => {
                     Val::Bool(cidr_contains(&ip, &net).map_err(|_| Fallback)?)
@@ -1443,6 +1552,67 @@ mod tests {
             "false condition: nothing happens"
         );
         assert!(!quiet(rule, exec("/bin/sh")), "emit is Rhai's");
+    }
+
+    #[test]
+    fn literal_globs_match_what_their_regex_matches() {
+        assert_eq!(
+            Literal::of_glob("/tmp/*"),
+            Some(Literal::Prefix("/tmp/".into()))
+        );
+        assert_eq!(
+            Literal::of_glob("**.so"),
+            Some(Literal::Suffix(".so".into()))
+        );
+        assert_eq!(Literal::of_glob("*x*"), Some(Literal::Within("x".into())));
+        assert_eq!(
+            Literal::of_glob("/etc/passwd"),
+            Some(Literal::Exact("/etc/passwd".into()))
+        );
+        for pattern in ["*", "", "a*b", "a?", "[ab]*", "a[*", "**"] {
+            assert_eq!(Literal::of_glob(pattern), None, "{pattern}");
+        }
+        let patterns = [
+            "/tmp/*",
+            "*.so",
+            "*cron*",
+            "/etc/passwd",
+            "é*",
+            "*\n",
+            "a.b(c)+*",
+        ];
+        let texts = [
+            "/tmp/x",
+            "/tmp/",
+            "/tmp",
+            "/tmpx",
+            "lib.so",
+            ".so",
+            "lib.so.1",
+            "/etc/cron.d",
+            "cron",
+            "/etc/passwd",
+            "/etc/passwd\n",
+            "é",
+            "éa",
+            "a\n",
+            "\n",
+            "x\n/tmp/",
+            "a.b(c)+z",
+            "",
+            "/tmp/\n",
+        ];
+        for pattern in patterns {
+            let literal = Literal::of_glob(pattern).expect("a literal pattern");
+            let regex = matchers::compile_glob(pattern).expect("compiles");
+            for text in texts {
+                assert_eq!(
+                    literal.test(text),
+                    regex.is_match(text),
+                    "{pattern} on {text:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -192,6 +192,11 @@ def rules(draw: st.DrawFn) -> str:
     first = draw(grammar("str").filter(lambda e: "x0" not in e and "x1" not in e))
     second = draw(grammar("int").filter(lambda e: "x1" not in e))
     prefix = f"let x0 = {first}; let x1 = {second};"
+    # A leading guard on an event field, which the engine may decide before running the rule.
+    guard = draw(st.sampled_from(["", "event.a.s", "event.a.t", "event.b", "event.a.l", "event.a"]))
+    if guard:
+        text = draw(st.sampled_from(["x", "", "10.0.0.1"]))
+        prefix = f'if {guard} != "{text}" {{ return; }} {prefix}'
     c = draw(grammar("cond"))
     shape = draw(st.integers(0, 4))
     if shape == 0:  # the alert depends on this one condition being judged true
