@@ -4,6 +4,7 @@
 pub mod context;
 pub mod engine;
 pub mod events;
+pub mod fastjson;
 pub mod fastpath;
 pub mod hashing;
 pub mod json;

@@ -98,7 +98,18 @@ impl Projection {
     }
 
     /// Parse one JSON document, keeping only what is needed.
+    ///
+    /// Most lines take the hand-written parser (`fastjson`); whatever it is not sure of
+    /// (and every invalid line) is parsed by serde, which so decides every error message.
     pub fn parse<'a>(&self, json: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
+        match crate::fastjson::parse(json, self) {
+            Some(value) => Ok(value),
+            None => self.parse_serde(json),
+        }
+    }
+
+    /// The reference parse, through serde_json: what `parse` gives for every line.
+    pub fn parse_serde<'a>(&self, json: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(json);
         let value = ProjectSeed(Some(self)).deserialize(&mut de)?;
         de.end()?;

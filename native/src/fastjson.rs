@@ -1,0 +1,921 @@
+//! A hand-written JSON parser for the common event line, with serde_json as the authority.
+//!
+//! Parsing was most of the engine's time per event, and most of that was serde's generic
+//! machinery (a visitor call per token, UTF-8 validation per string, a key type per key).
+//! Event lines are plain: compact objects of short ASCII strings and small integers. This
+//! parser handles exactly that well and gives up (`None`) on anything unusual, and the
+//! caller then asks serde (`Projection::parse_serde`), so serde still decides every hard
+//! case and every error message; this parser never has to reproduce one.
+//!
+//! The contract is one-sided: `Some(v)` only where serde's projected parse gives `Ok(v)`,
+//! the same value entry for entry (floats to the bit, strings borrowed exactly where serde
+//! borrows them). Being stricter than serde is always allowed; it only costs a fallback.
+
+use std::borrow::Cow;
+
+use crate::json::Json;
+use crate::projection::Projection;
+
+/// Containers nested deeper than this are left to serde. Its own limit is 128 for values it
+/// builds (none for skipped ones); staying well below it means no line this parser accepts
+/// can be one serde rejects for depth.
+const MAX_DEPTH: usize = 64;
+
+/// Integers of at most this many digits cannot overflow an `i64`; longer ones (rare: they
+/// may become floats) go to serde.
+const MAX_PLAIN_DIGITS: usize = 18;
+
+type Entries<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
+
+/// The keys wanted at a map (`None`: all of them, and everything below).
+type Fields<'p> = Option<&'p [(String, Projection)]>;
+
+fn fields_of(projection: &Projection) -> Fields<'_> {
+    match projection {
+        Projection::Whole => None,
+        Projection::Fields(fields) => Some(fields),
+    }
+}
+
+/// The sub-projection for `key`: the first match, as `projection::field` finds it.
+fn lookup<'p>(fields: &'p [(String, Projection)], key: &str) -> Option<&'p Projection> {
+    let key = key.as_bytes();
+    fields
+        .iter()
+        .find(|(k, _)| {
+            let k = k.as_bytes();
+            // Most fields differ from a key in length or first byte: that rejects them
+            // without a call to memcmp.
+            k.len() == key.len() && k.first() == key.first() && k == key
+        })
+        .map(|(_, p)| p)
+}
+
+/// Parse one line under `projection`, or `None` where serde must decide (see the module).
+pub fn parse<'a>(line: &'a [u8], projection: &Projection) -> Option<Json<'a>> {
+    // JSON's structure is ASCII, so one check of the whole line makes every string valid
+    // UTF-8 and every slice between ASCII delimiters a `str`. Serde accepts invalid UTF-8
+    // inside skipped strings; such a line falls back.
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parser = Parser {
+        text,
+        bytes: line,
+        pos: 0,
+    };
+    let value = parser.value(fields_of(projection), 0)?;
+    parser.skip_whitespace();
+    (parser.pos == line.len()).then_some(value)
+}
+
+/// Check the contract on one line: `Ok(true)` when this parser gave the value serde gives,
+/// `Ok(false)` when it left the line to serde, `Err` (what differs) when it broke the
+/// contract. For the tests and the fuzz target.
+pub fn check_against_serde(line: &[u8], projection: &Projection) -> Result<bool, String> {
+    let Some(fast) = parse(line, projection) else {
+        return Ok(false);
+    };
+    match projection.parse_serde(line) {
+        Ok(reference) if identical(&fast, &reference) => Ok(true),
+        Ok(reference) => Err(format!("fast {fast:?}, serde {reference:?}")),
+        Err(e) => Err(format!("fast {fast:?}, serde error {e}")),
+    }
+}
+
+/// Equal to the bit: `==` would call `-0.0` and `0.0` equal and not see whether a string
+/// is borrowed.
+pub fn identical(a: &Json, b: &Json) -> bool {
+    // The variant is the point here: a `&str` would not show it.
+    #[allow(clippy::ptr_arg)]
+    fn same_str(a: &Cow<str>, b: &Cow<str>) -> bool {
+        a == b && matches!(a, Cow::Borrowed(_)) == matches!(b, Cow::Borrowed(_))
+    }
+    match (a, b) {
+        (Json::Float(x), Json::Float(y)) => x.to_bits() == y.to_bits(),
+        (Json::Str(x), Json::Str(y)) => same_str(x, y),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| identical(a, b))
+        }
+        (Json::Map(x), Json::Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, va), (kb, vb))| same_str(ka, kb) && identical(va, vb))
+        }
+        _ => a == b,
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    /// Exactly serde's whitespace: no form feed, no BOM, no Unicode spaces.
+    #[inline]
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, not consumed; `None` at the end.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        // Event lines are compact: a token almost always starts right here.
+        match self.bytes.get(self.pos) {
+            Some(&b) if b > b' ' => Some(b),
+            _ => {
+                self.skip_whitespace();
+                self.bytes.get(self.pos).copied()
+            }
+        }
+    }
+
+    /// Consume `expected` (after whitespace), or fail.
+    #[inline]
+    fn eat(&mut self, expected: u8) -> Option<()> {
+        if self.peek()? == expected {
+            self.pos += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// Inlined into its callers (`map`, `array`), so that a scalar goes from registers into
+    /// its entry: returned from a call, a `Json` went through the stack at every level
+    /// (stored in parts, reloaded whole, which the CPU cannot forward), which cost a fifth
+    /// of the parse.
+    #[inline(always)]
+    fn value(&mut self, fields: Fields, depth: usize) -> Option<Json<'a>> {
+        Some(match self.peek()? {
+            b'{' => Json::Map(self.map(fields, depth + 1)?),
+            b'[' => Json::Array(self.array(depth + 1)?),
+            b'"' => {
+                self.pos += 1;
+                Json::Str(self.string()?)
+            }
+            b'-' | b'0'..=b'9' => self.number()?,
+            b't' => {
+                self.skip_literal(b"true")?;
+                Json::Bool(true)
+            }
+            b'f' => {
+                self.skip_literal(b"false")?;
+                Json::Bool(false)
+            }
+            b'n' => {
+                self.skip_literal(b"null")?;
+                Json::Unit
+            }
+            _ => return None,
+        })
+    }
+
+    fn skip_literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A map whose keys are wanted as `fields` says; entries keep the input's order,
+    /// duplicates included, as `ProjectVisitor::visit_map` keeps them.
+    fn map(&mut self, fields: Fields, depth: usize) -> Option<Entries<'a>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
+        // A projected map rarely has more entries than wanted fields.
+        let mut entries = Vec::with_capacity(fields.map_or(8, |f| f.len().min(8)));
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Some(entries);
+        }
+        loop {
+            self.eat(b'"')?;
+            // Serde parses every key of a map it builds (validating its escapes), then
+            // compares the decoded key: so does this.
+            let key = self.string()?;
+            self.eat(b':')?;
+            // `Some(sub)`: the value is wanted, under `sub`.
+            let wanted = match fields {
+                None => Some(None),
+                Some(wanted) => lookup(wanted, &key).map(fields_of),
+            };
+            match wanted {
+                Some(sub) => {
+                    let value = self.value(sub, depth)?;
+                    push(&mut entries, (key, value));
+                }
+                None => self.skip_value(depth)?,
+            }
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(entries);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Arrays are kept whole, as the visitor keeps them: a projection names map keys only.
+    fn array(&mut self, depth: usize) -> Option<Vec<Json<'a>>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
+        let mut items = Vec::new();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Some(items);
+        }
+        loop {
+            let item = self.value(None, depth)?;
+            push(&mut items, item);
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(items);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string, its opening quote consumed: borrowed when it has no escape (as serde
+    /// borrows it), decoded into an owned string when it has.
+    #[inline(always)]
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.pos;
+        let end = scan_plain(self.bytes, start);
+        match *self.bytes.get(end)? {
+            b'"' => {
+                self.pos = end + 1;
+                Some(Cow::Borrowed(&self.text[start..end]))
+            }
+            b'\\' => self.escaped(start, end).map(Cow::Owned),
+            // A raw control character, which serde rejects.
+            _ => None,
+        }
+    }
+
+    /// The rest of a string from `start`, whose first escape is at `at`.
+    #[cold]
+    #[inline(never)]
+    fn escaped(&mut self, start: usize, mut at: usize) -> Option<String> {
+        let mut out = String::with_capacity(at - start + 16);
+        let mut segment = start;
+        loop {
+            match *self.bytes.get(at)? {
+                b'"' => {
+                    out.push_str(&self.text[segment..at]);
+                    self.pos = at + 1;
+                    return Some(out);
+                }
+                b'\\' => {
+                    out.push_str(&self.text[segment..at]);
+                    at = self.unescape(at + 1, &mut out)?;
+                    segment = at;
+                }
+                _ => return None,
+            }
+            at = scan_plain(self.bytes, at);
+        }
+    }
+
+    /// Decode the escape whose letter is at `at` into `out`; the index after it.
+    fn unescape(&self, at: usize, out: &mut String) -> Option<usize> {
+        let decoded = match *self.bytes.get(at)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\x08',
+            b'f' => '\x0c',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => return self.unicode(at + 1, out),
+            _ => return None,
+        };
+        out.push(decoded);
+        Some(at + 1)
+    }
+
+    /// A `\u` escape's digits at `at`, strictly as serde decodes a string it keeps: a
+    /// surrogate must be a leading one followed at once by an escaped trailing one.
+    fn unicode(&self, at: usize, out: &mut String) -> Option<usize> {
+        let unit = hex4(self.bytes, at)?;
+        let (code, next) = match unit {
+            0xDC00..=0xDFFF => return None,
+            0xD800..=0xDBFF => {
+                if self.bytes.get(at + 4..at + 6)? != b"\\u" {
+                    return None;
+                }
+                let low = hex4(self.bytes, at + 6)?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return None;
+                }
+                let code =
+                    ((u32::from(unit) - 0xD800) << 10 | (u32::from(low) - 0xDC00)) + 0x1_0000;
+                (code, at + 10)
+            }
+            _ => (u32::from(unit), at + 4),
+        };
+        out.push(char::from_u32(code)?);
+        Some(next)
+    }
+
+    /// A number: small plain integers here; `-0` as serde gives it (the float -0.0); the
+    /// rest (fractions, exponents, long integers) through serde, so floats and the
+    /// integer-to-float conversions are serde's own, to the bit.
+    fn number(&mut self) -> Option<Json<'a>> {
+        let start = self.pos;
+        let (end, plain) = scan_number(self.bytes, start)?;
+        self.pos = end;
+        let negative = self.bytes[start] == b'-';
+        let digits = &self.bytes[start + usize::from(negative)..end];
+        if plain && digits.len() <= MAX_PLAIN_DIGITS {
+            let magnitude = digits
+                .iter()
+                .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+            return Some(match (negative, magnitude) {
+                (true, 0) => Json::Float(-0.0),
+                (true, n) => Json::Int(-n),
+                (false, n) => Json::Int(n),
+            });
+        }
+        Projection::Whole.parse_serde(&self.bytes[start..end]).ok()
+    }
+
+    /// Skip a value nobody reads, validating it as serde's `ignore_value` does (or more
+    /// strictly: nesting is bounded here).
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.pos += 1;
+                if self.peek()? == b'}' {
+                    self.pos += 1;
+                    return Some(());
+                }
+                loop {
+                    self.eat(b'"')?;
+                    self.skip_string()?;
+                    self.eat(b':')?;
+                    self.skip_value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b'}' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.pos += 1;
+                if self.peek()? == b']' {
+                    self.pos += 1;
+                    return Some(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b']' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => {
+                self.pos += 1;
+                self.skip_string()
+            }
+            b'-' | b'0'..=b'9' => {
+                // Serde does not check the range of a skipped number (`1e400` is fine).
+                self.pos = scan_number(self.bytes, self.pos)?.0;
+                Some(())
+            }
+            b't' => self.skip_literal(b"true"),
+            b'f' => self.skip_literal(b"false"),
+            b'n' => self.skip_literal(b"null"),
+            _ => None,
+        }
+    }
+
+    /// Skip a string, its opening quote consumed, checking escapes as serde's `ignore_str`
+    /// does: a `\u` needs four hex digits but may be any code unit.
+    fn skip_string(&mut self) -> Option<()> {
+        let mut at = self.pos;
+        loop {
+            at = scan_plain(self.bytes, at);
+            match *self.bytes.get(at)? {
+                b'"' => {
+                    self.pos = at + 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    at = match *self.bytes.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
+                        b'u' => {
+                            hex4(self.bytes, at + 2)?;
+                            at + 6
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// `items.push(item)`, measured faster here: `Vec::push` was not inlined and took each
+/// entry through the stack once more.
+#[inline(always)]
+fn push<T>(items: &mut Vec<T>, item: T) {
+    items.extend(Some(item));
+}
+
+/// Four hex digits at `at`.
+fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes.get(at..at + 4)?.iter().try_fold(0u16, |n, &b| {
+        let digit = (b as char).to_digit(16)?;
+        Some(n << 4 | digit as u16)
+    })
+}
+
+/// The end of a number's text starting at `at` (JSON's grammar, as serde reads it), and
+/// whether it is a plain integer (no fraction, no exponent).
+fn scan_number(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let digits_from = |mut at: usize| {
+        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        at
+    };
+    if bytes.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    at = match *bytes.get(at)? {
+        // One leading zero only: `01` leaves `1` behind, which nothing accepts.
+        b'0' => at + 1,
+        b'1'..=b'9' => digits_from(at + 1),
+        _ => return None,
+    };
+    let mut plain = true;
+    if bytes.get(at) == Some(&b'.') {
+        let end = digits_from(at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+        plain = false;
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = bytes.get(at) {
+            at += 1;
+        }
+        let end = digits_from(at);
+        if end == at {
+            return None;
+        }
+        at = end;
+        plain = false;
+    }
+    Some((at, plain))
+}
+
+/// The index of the first byte from `at` that ends a plain run inside a string: a quote, a
+/// backslash or a control character (serde rejects raw ones); `bytes.len()` if none.
+/// Eight bytes at a time, with the same word tricks serde uses: a set high bit marks a byte
+/// that matched (bits may also be set above a match, never below the first one).
+#[inline(always)]
+fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let quote = quote.wrapping_sub(ONES) & !quote;
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let backslash = backslash.wrapping_sub(ONES) & !backslash;
+        let hits = (control | quote | backslash) & (ONES << 7);
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return at;
+        }
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("testdata/events_sample.jsonl");
+
+    fn fields(paths: &[&[&str]]) -> Projection {
+        let mut p = Projection::default();
+        for path in paths {
+            p.add_path(path);
+        }
+        p
+    }
+
+    /// What the engine asks of an event for the core rule pack, and some odder shapes.
+    fn projections() -> Vec<Projection> {
+        vec![
+            Projection::Whole,
+            Projection::default(),
+            fields(&[
+                &["kind"],
+                &["ts"],
+                &["host", "id"],
+                &["proc", "exe"],
+                &["proc", "cmdline"],
+                &["net", "dst_ip"],
+                &["net", "dst_port"],
+                &["dns", "answers"],
+                &["file", "path"],
+                &["auth", "user"],
+            ]),
+            fields(&[
+                &["a"],
+                &["b", "c", "d"],
+                &["b", "e"],
+                &["dup", "x"],
+                &[""],
+                &["é"],
+                &["q\"k"],
+                &["x", "y", "z", "w"],
+            ]),
+        ]
+    }
+
+    /// The contract on one line under every projection; whether the fast path took it
+    /// under each.
+    fn check_all(line: &[u8]) -> Vec<bool> {
+        projections()
+            .iter()
+            .map(|p| {
+                check_against_serde(line, p).unwrap_or_else(|e| {
+                    panic!("{:?} under {p:?}: {e}", String::from_utf8_lossy(line))
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sample_event_takes_the_fast_path() {
+        let mut lines = 0;
+        for line in SAMPLE.lines() {
+            lines += 1;
+            assert_eq!(check_all(line.as_bytes()), [true; 4], "{line}");
+        }
+        assert!(lines >= 15);
+    }
+
+    #[test]
+    fn values_are_serdes_to_the_bit() {
+        fn fast(json: &'static str) -> Json<'static> {
+            parse(json.as_bytes(), &Projection::Whole).expect(json)
+        }
+        assert_eq!(fast("-0"), Json::Float(0.0));
+        assert!(matches!(fast("-0"), Json::Float(f) if f.is_sign_negative()));
+        assert!(matches!(fast("0"), Json::Int(0)));
+        assert!(matches!(fast("-12"), Json::Int(-12)));
+        assert!(matches!(
+            fast("999999999999999999"),
+            Json::Int(999_999_999_999_999_999)
+        ));
+        assert!(matches!(fast("9223372036854775807"), Json::Int(i64::MAX)));
+        assert!(matches!(fast("-9223372036854775808"), Json::Int(i64::MIN)));
+        assert!(matches!(fast("9223372036854775808"), Json::Float(_)));
+        assert!(matches!(fast("-9223372036854775809"), Json::Float(_)));
+        assert!(matches!(fast("18446744073709551615"), Json::Float(_)));
+        assert!(matches!(fast("1.5e3"), Json::Float(f) if f == 1500.0));
+        assert!(matches!(
+            fast(r#""plain""#),
+            Json::Str(Cow::Borrowed("plain"))
+        ));
+        assert!(matches!(fast(r#""a\nb""#), Json::Str(Cow::Owned(s)) if s == "a\nb"));
+        assert!(matches!(fast(r#""\ud83d\ude00""#), Json::Str(Cow::Owned(s)) if s == "😀"));
+        let Json::Map(entries) = fast(r#"{"k\u00e9y": 1, "k\u00e9y": 2}"#) else {
+            panic!("a map");
+        };
+        assert_eq!(entries.len(), 2);
+        assert!(matches!(&entries[0].0, Cow::Owned(k) if k == "kéy"));
+    }
+
+    #[test]
+    fn edge_cases_agree_with_serde() {
+        // (input, whether the fast path must take it under every projection)
+        let cases: &[(&[u8], bool)] = &[
+            (br#"{}"#, true),
+            (br#"[]"#, true),
+            (br#" { "a" : [ 1 , { "b" : null } ] , "b" : { "c" : { "d" : true } } } "#, true),
+            (b"\t\r\n{\"a\":1}\n\r\t ", true),
+            (br#"{"a":"\"\\\/\b\f\n\r\t"}"#, true),
+            (br#"{"a":"\u0041\u00e9\u20ac\ud83d\ude00"}"#, true),
+            (br#"{"\u0061":1,"a":2,"a":3}"#, true),
+            (br#"{"dup":{"x":1},"dup":{"x":2,"y":3}}"#, true),
+            (br#"{"a":-0,"b":0.0,"c":-0.0,"d":1e400,"e":-1e-400,"f":1E+2,"g":2e-0}"#, false),
+            (br#"{"a":18446744073709551615,"b":18446744073709551616,"c":9223372036854775808}"#, true),
+            (br#"{"a":-9223372036854775809,"b":-9223372036854775808,"c":123456789012345678901234}"#, true),
+            (br#"{"skip":1e400,"a":1}"#, false),
+            (br#"{"skip":"\ud800","a":1}"#, false),
+            (br#"{"a":"\ud800"}"#, false),
+            (br#"{"a":"\udc00"}"#, false),
+            (br#"{"a":"\ud800\u0041"}"#, false),
+            (br#"{"a":"\ud800x"}"#, false),
+            (br#"{"a":"\ud800\ud800"}"#, false),
+            (br#"{"a":"\u00"}"#, false),
+            (br#"{"a":"\uzzzz"}"#, false),
+            (br#"{"a":"\x"}"#, false),
+            (b"{\"a\":\"tab\there\"}", false),
+            (b"{\"skip\":\"nul\x00\"}", false),
+            (b"{\"a\":\"\x7f\"}", true),
+            (b"{\"skip\":\"\xff\xfe\",\"a\":1}", false),
+            (b"{\"a\":\"\xc3\xa9\"}", true),
+            (b"\xef\xbb\xbf{\"a\":1}", false),
+            (b"{\"a\":1}\x0c", false),
+            (br#"{"a":01}"#, false),
+            (br#"{"a":1.}"#, false),
+            (br#"{"a":.5}"#, false),
+            (br#"{"a":+1}"#, false),
+            (br#"{"a":-}"#, false),
+            (br#"{"a":1e}"#, false),
+            (br#"{"a":1e+}"#, false),
+            (br#"{"a":--1}"#, false),
+            (br#"{"a":tru}"#, false),
+            (br#"{"a":nul}"#, false),
+            (br#"{"a":truex}"#, false),
+            (br#"{"a":1,}"#, false),
+            (br#"{"a":1 "b":2}"#, false),
+            (br#"{"a" 1}"#, false),
+            (br#"{a:1}"#, false),
+            (br#"{"a":[1,]}"#, false),
+            (br#"{"a":[1 2]}"#, false),
+            (br#"{"skip":[1,]}"#, false),
+            (br#"{"skip":{"x":}}"#, false),
+            (br#"{"skip":{"x":1,}}"#, false),
+            (br#"{"skip":{1:2}}"#, false),
+            (br#"{"skip":"unterminated}"#, false),
+            (br#"{"a":1} trailing"#, false),
+            (br#"{"a":1}}"#, false),
+            (br#"{"a":1}{}"#, false),
+            (br#"{"a":1"#, false),
+            (br#""#, false),
+            (br#"   "#, false),
+            (br#""just a string""#, true),
+            (br#"12"#, true),
+            (br#"null"#, true),
+            (br#"[{"a":1},"x",[true,false]]"#, true),
+            (br#"{"a":"not a map","b":[{"c":1}],"x":{"y":"z"}}"#, true),
+        ];
+        for &(input, fast) in cases {
+            let taken = check_all(input);
+            if fast {
+                assert_eq!(taken, [true; 4], "{:?}", String::from_utf8_lossy(input));
+            }
+        }
+        // Where serde rejects a line, the fast path must have declined it (check_all would
+        // have panicked otherwise); a few of them, to be sure they do reject.
+        for bad in [
+            &br#"{"a":"\ud800"}"#[..],
+            b"{\"a\":\"\t\"}",
+            br#"{"a":01}"#,
+            b"{} x",
+        ] {
+            assert!(Projection::Whole.parse_serde(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn nesting_past_the_bound_falls_back() {
+        for depth in [1, 2, 63, 64, 65, 100, 127, 128, 129, 200] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}"), ("{\"skip\":", "}")] {
+                let json = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+                let taken = check_all(json.as_bytes());
+                if depth <= 32 {
+                    assert_eq!(taken, [true; 4], "{json}");
+                }
+                if depth > MAX_DEPTH {
+                    assert_eq!(taken, [false; 4], "{json}");
+                }
+            }
+        }
+    }
+
+    /// Small and seeded: the same inputs on every run.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len())]
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "a", "b", "c", "d", "e", "x", "y", "z", "w", "dup", "kind", "ts", "host", "id", "proc",
+        "exe", "", "é", r#"q\"k"#, r"\u0061", r"\u00e9", "skip",
+    ];
+
+    const STRING_PARTS: &[&str] = &[
+        "a",
+        "plain text",
+        "/usr/bin/sh",
+        "é",
+        "😀",
+        r#"\""#,
+        r"\\",
+        r"\/",
+        r"\b",
+        r"\f",
+        r"\n",
+        r"\r",
+        r"\t",
+        r"\u0041",
+        r"\u00e9",
+        r"\ud83d\ude00",
+        r"\ud800",
+        r"\udc00",
+        r"\u12",
+        r"\x",
+        "\t",
+        "\u{1}",
+        "\u{7f}",
+        "0123456789abcdef",
+    ];
+
+    const NUMBERS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "42",
+        "0.0",
+        "-0.0",
+        "1.5",
+        "1e5",
+        "1E-5",
+        "2.5e+10",
+        "1e400",
+        "-1e-400",
+        "999999999999999999",
+        "-999999999999999999",
+        "1000000000000000000",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "18446744073709551616",
+        "123456789012345678901234567890",
+        "01",
+        "1.",
+        ".5",
+        "+1",
+        "-",
+        "1e",
+        "0x10",
+    ];
+
+    const SPACE: &[&str] = &["", "", "", "", " ", "\n", "\t", "\r", "  ", "\x0c"];
+
+    fn gen_value(rng: &mut XorShift, depth: usize, out: &mut String) {
+        let space = |rng: &mut XorShift, out: &mut String| out.push_str(rng.pick(SPACE));
+        space(rng, out);
+        match rng.below(if depth > 5 { 5 } else { 8 }) {
+            0 => out.push_str(rng.pick(&["null", "true", "false", "nul", "tru"])),
+            1 | 2 => out.push_str(rng.pick(NUMBERS)),
+            3 | 4 => {
+                out.push('"');
+                for _ in 0..rng.below(4) {
+                    out.push_str(rng.pick(STRING_PARTS));
+                }
+                out.push('"');
+            }
+            5 => {
+                out.push('[');
+                for i in 0..rng.below(4) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    gen_value(rng, depth + 1, out);
+                }
+                out.push(']');
+            }
+            _ => {
+                out.push('{');
+                for i in 0..rng.below(6) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(rng, out);
+                    out.push('"');
+                    out.push_str(rng.pick(KEYS));
+                    out.push('"');
+                    space(rng, out);
+                    out.push(':');
+                    gen_value(rng, depth + 1, out);
+                }
+                space(rng, out);
+                out.push('}');
+            }
+        }
+        space(rng, out);
+    }
+
+    const INTERESTING: &[u8] = b"\"\\{}[],:0-e.+ \t\nutn\x00\x1f\x7f\x80\xc3\xff";
+
+    fn mutate(rng: &mut XorShift, line: &[u8]) -> Vec<u8> {
+        let mut bytes = line.to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(bytes.len() + 1);
+            match rng.below(3) {
+                0 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                1 => bytes.insert(at, rng.pick(INTERESTING)),
+                _ if at < bytes.len() => bytes[at] ^= 1 << rng.below(8),
+                _ => bytes.push(rng.pick(INTERESTING)),
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn random_documents_agree_with_serde() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut taken = [0usize; 4];
+        let mut valid = 0;
+        let rounds = 20_000;
+        for _ in 0..rounds {
+            let mut doc = String::new();
+            gen_value(&mut rng, 0, &mut doc);
+            if Projection::Whole.parse_serde(doc.as_bytes()).is_ok() {
+                valid += 1;
+            }
+            for (n, took) in taken.iter_mut().zip(check_all(doc.as_bytes())) {
+                *n += usize::from(took);
+            }
+            let mutated = mutate(&mut rng, doc.as_bytes());
+            check_all(&mutated);
+        }
+        // The generator must reach the fast path often, or this tests little.
+        assert!(valid > rounds / 10, "{valid} valid of {rounds}");
+        for n in taken {
+            assert!(n > valid / 3, "{taken:?} taken, {valid} valid");
+        }
+    }
+
+    #[test]
+    fn mutated_events_agree_with_serde() {
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let lines: Vec<&str> = SAMPLE.lines().collect();
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let line = rng.pick(&lines).as_bytes();
+            let mutated = mutate(&mut rng, line);
+            taken += check_all(&mutated).iter().filter(|&&t| t).count();
+        }
+        assert!(taken > 10_000, "{taken}");
+    }
+}
