@@ -86,7 +86,7 @@ pub(crate) enum Val<'a> {
     Int(INT),
     Float(FLOAT),
     Str(Text<'a>),
-    Arr(Rc<[Val<'a>]>),
+    Arr(Rc<Vec<Val<'a>>>),
     /// An array constant of the rule's source.
     Lits(&'a [Lit]),
     /// A map or array of an enrichment table (what `enrich` found), read in place.
@@ -241,6 +241,9 @@ pub(crate) enum Step {
     Prop(ImmutableString),
     Index(X),
     Method(Method, Vec<X>),
+    /// `.contains("text")`: a substring search prepared at load (std's `contains` set up
+    /// its searcher again on every call), or array membership of the text.
+    Find(Box<(memchr::memmem::Finder<'static>, ImmutableString)>),
 }
 
 #[derive(Clone, Copy)]
@@ -786,6 +789,12 @@ impl Compiler<'_> {
                     ("to_string", 0) => Method::ToString,
                     _ => return None,
                 };
+                if let (Method::Contains, [Expr::StringConstant(text, _)]) =
+                    (method, &call.args[..])
+                {
+                    let finder = memchr::memmem::Finder::new(text.as_bytes()).into_owned();
+                    return Some(Step::Find(Box::new((finder, text.clone()))));
+                }
                 Some(Step::Method(method, self.all(&call.args, depth)?))
             }
             _ => None,
@@ -1133,7 +1142,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                     return Err(Fallback);
                 }
                 let values: R<Vec<Val<'a>>> = items.iter().map(|i| self.eval(i)).collect();
-                Val::Arr(values?.into())
+                Val::Arr(Rc::new(values?))
             }
             X::Cmp(..) | X::StrEq(..) | X::And(_) | X::Or(_) | X::Not(_) => {
                 Val::Bool(self.boolean(x)?)
@@ -1323,6 +1332,13 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 }
                 self.method(*method, value, &values)
             }
+            Step::Find(find) => match value {
+                Val::Str(s) => Ok(Val::Bool(find.0.find(s.as_bytes()).is_some())),
+                other => {
+                    let text = Val::Str(Text::Ref(find.1.as_str()));
+                    self.method(Method::Contains, other, &[text])
+                }
+            },
         }
     }
 
@@ -1339,21 +1355,17 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                     return Err(Fallback);
                 }
                 // Rhai's `split`: a string without the delimiter is one part, itself.
-                let parts: Vec<Val<'a>> = if s.is_empty() || !s.contains(&**delimiter) {
-                    vec![Val::Str(s)]
-                } else {
-                    match &s {
-                        Text::Ref(whole) => whole.split(&**delimiter).map(Val::text).collect(),
-                        Text::Shared(whole) => whole
-                            .split(&**delimiter)
-                            .map(|p| Val::Str(Text::Shared(p.into())))
-                            .collect(),
+                let parts: Vec<Val<'a>> = match &s {
+                    Text::Ref(whole) => split(whole, delimiter, Val::text),
+                    Text::Shared(whole) if !whole.contains(&**delimiter) => vec![Val::Str(s)],
+                    Text::Shared(whole) => {
+                        split(whole, delimiter, |p| Val::Str(Text::Shared(p.into())))
                     }
                 };
                 if parts.len() > self.fast.max_array_size {
                     return Err(Fallback);
                 }
-                Val::Arr(parts.into())
+                Val::Arr(Rc::new(parts))
             }
             // An ASCII string without upper-case letters is its own lower-case form (and
             // splits into parts borrowed from the event); only others need a new string.
@@ -1441,6 +1453,25 @@ fn float_compare(op: Cmp, x: FLOAT, y: FLOAT) -> bool {
         Cmp::Lt => (y - x) / max > FLOAT::EPSILON,
         Cmp::Le => (y - x) / max > -FLOAT::EPSILON,
     }
+}
+
+/// `whole.split(delimiter)`, by a byte search when the delimiter is one ASCII byte (a
+/// string delimiter sets up a substring searcher on every call).
+fn split<'t, T>(whole: &'t str, delimiter: &str, mut part: impl FnMut(&'t str) -> T) -> Vec<T> {
+    let [byte] = delimiter.as_bytes() else {
+        return whole.split(delimiter).map(part).collect();
+    };
+    if !byte.is_ascii() {
+        return whole.split(delimiter).map(part).collect();
+    }
+    let mut parts = Vec::with_capacity(8);
+    let mut start = 0;
+    for at in memchr::memchr_iter(*byte, whole.as_bytes()) {
+        parts.push(part(&whole[start..at]));
+        start = at + 1;
+    }
+    parts.push(part(&whole[start..]));
+    parts
 }
 
 /// Window keys, list members and enrichment keys as `script_api::key_text` makes them:
@@ -1552,6 +1583,26 @@ mod tests {
             "false condition: nothing happens"
         );
         assert!(!quiet(rule, exec("/bin/sh")), "emit is Rhai's");
+    }
+
+    #[test]
+    fn split_by_a_byte_is_str_split() {
+        for whole in [
+            "",
+            "/",
+            "//",
+            "/usr/bin/curl",
+            "a/",
+            "/a",
+            "é/ü//x",
+            "no delimiter",
+        ] {
+            for delimiter in ["/", ".", "//", "é"] {
+                let ours = split(whole, delimiter, str::to_string);
+                let std: Vec<String> = whole.split(delimiter).map(str::to_string).collect();
+                assert_eq!(ours, std, "{whole:?} split {delimiter:?}");
+            }
+        }
     }
 
     #[test]
