@@ -708,7 +708,7 @@ fn run_batch<'a, I>(
         // Where each numbered path leads in this event, filled in as rules follow them.
         let cache: SmallVec<[Cell<Slot>; 64]> = match &event {
             Event::Json(_) if natively.enabled => {
-                (0..natively.paths).map(|_| Cell::default()).collect()
+                SmallVec::from_elem(Cell::new(Slot::Unknown), natively.paths)
             }
             _ => SmallVec::new(),
         };
