@@ -86,7 +86,8 @@ FUZZ_SECONDS ?= 120
 fuzz: setup ## bounded fuzzing of the rule engine: hypothesis, then cargo-fuzz where nightly + cargo-fuzz exist
 	$(PY) -m pytest tests/native -k fuzz --hypothesis-profile=fuzz
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
-	  cd native/fuzz && cargo +nightly fuzz run evaluate_jsonl -- -max_total_time=$(FUZZ_SECONDS); \
+	  cd native/fuzz && cargo +nightly fuzz run evaluate_jsonl -- -max_total_time=$(FUZZ_SECONDS) && \
+	  cargo +nightly fuzz run json_parse -- -max_total_time=$(FUZZ_SECONDS); \
 	else echo "cargo-fuzz (nightly) not installed: skipped the libFuzzer run (cargo install cargo-fuzz)"; fi
 
 kafka-up: setup ## start the embedded broker (idempotent)
