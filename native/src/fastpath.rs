@@ -847,9 +847,30 @@ pub(crate) trait Node: Sized {
         run: &mut Run<'a, 'e, Self>,
         chain: &'a EventChain,
     ) -> R<Val<'a>>;
+
+    /// Where a chain of properties only leads, from the event's path cache: `None` when
+    /// this kind of event has no cache (then [`Node::navigate`] decides).
+    fn cached<'e>(&'e self, _cache: &PathCache<'e>, _chain: &EventChain) -> Option<Slot<'e>> {
+        None
+    }
 }
 
 impl Node for Json<'_> {
+    fn cached<'e>(&'e self, cache: &PathCache<'e>, chain: &EventChain) -> Option<Slot<'e>> {
+        if chain.props != chain.steps.len() {
+            return None;
+        }
+        let cell = cache.get(chain.path? as usize)?;
+        Some(match cell.get() {
+            Slot::Unknown => {
+                let slot = follow(self, &chain.steps);
+                cell.set(slot);
+                slot
+            }
+            known => known,
+        })
+    }
+
     fn navigate<'a, 'e: 'a>(
         &'e self,
         run: &mut Run<'a, 'e, Self>,
@@ -1102,6 +1123,18 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
     }
 
     fn str_eq(&mut self, negated: bool, x: &'a X, text: &str) -> R<bool> {
+        // `event.a.b == "text"` straight from the path cache, without a value in between.
+        if let X::Event(chain) = x {
+            let event = self.event;
+            if let Some(slot) = event.cached(self.cache, chain) {
+                let equal = match slot {
+                    Slot::At(Json::Str(s)) => s.as_ref() == text,
+                    Slot::At(_) | Slot::Unit => false,
+                    Slot::Unknown | Slot::Fallback => return Err(Fallback),
+                };
+                return Ok(equal != negated);
+            }
+        }
         let equal = match self.eval(x)? {
             Val::Str(s) => *s == *text,
             _ => false,
