@@ -2049,6 +2049,15 @@ mod tests {
         out
     }
 
+    /// Per rule: (id, evaluations, matches, failures).
+    fn counts(engine: &RuleEngine) -> Vec<(String, u64, u64, u64)> {
+        engine
+            .stats()
+            .into_iter()
+            .map(|(id, s)| (id, s.evals, s.matches, s.failures))
+            .collect()
+    }
+
     fn summary(out: &BatchOutcome) -> String {
         format!(
             "{:?}\n{:?}\n{:?}\n{}",
@@ -2079,12 +2088,6 @@ mod tests {
             assert_eq!(summary(&a), summary(&b));
             matched += a.matches.len();
         }
-        let counts = |e: &RuleEngine| -> Vec<(String, u64, u64, u64)> {
-            e.stats()
-                .into_iter()
-                .map(|(id, s)| (id, s.evals, s.matches, s.failures))
-                .collect()
-        };
         assert_eq!(counts(&fast), counts(&slow));
         let native: u64 = fast.stats().iter().map(|(_, s)| s.native).sum();
         let evals: u64 = fast.stats().iter().map(|(_, s)| s.evals).sum();
@@ -2161,12 +2164,6 @@ mod tests {
         for (id, s) in &stats {
             assert!(s.native > 0 && s.native < s.evals, "{id}: {s:?}");
         }
-        let counts = |e: &RuleEngine| -> Vec<(String, u64, u64, u64)> {
-            e.stats()
-                .into_iter()
-                .map(|(id, s)| (id, s.evals, s.matches, s.failures))
-                .collect()
-        };
         assert_eq!(counts(&fast), counts(&slow));
     }
 
