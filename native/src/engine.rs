@@ -695,7 +695,7 @@ fn run_batch<'a, I>(
             }
         };
         outcome.events += 1;
-        let (selected, time) = event.kind_and_time(|kind| {
+        let selected = event.with_kind(|kind| {
             kind.and_then(|k| by_kind.get(k))
                 .map_or(any_kind, Vec::as_slice)
         });
@@ -705,6 +705,9 @@ fn run_batch<'a, I>(
         let mut clock = Instant::now();
         decided.clear();
         interpret.clear();
+        // The event's time is parsed only if a window call or an interpreted rule needs it.
+        let parsed_time = std::cell::OnceCell::new();
+        let time = || *parsed_time.get_or_init(|| event.time());
         // Where each numbered path leads in this event, filled in as rules follow them.
         let cache: SmallVec<[Cell<Slot>; 64]> = match &event {
             Event::Json(_) if natively.enabled => {
@@ -732,7 +735,7 @@ fn run_batch<'a, I>(
                 rule: rule_index,
                 bounds: rule.limits.window_bounds(),
                 can_enrich: rule.can_enrich,
-                time,
+                time: &time,
             };
             let quiet = catch_unwind(AssertUnwindSafe(|| match &event {
                 Event::Json(json) => fast.quiet(json, natively.host, &side, &cache),
@@ -769,6 +772,7 @@ fn run_batch<'a, I>(
         if interpret.is_empty() {
             continue;
         }
+        let time = time();
         context::update(|ctx| ctx.event_time = time);
         scope.clear();
         scope.push_constant_dynamic("event", event.into_dynamic());

@@ -35,37 +35,44 @@ impl Event<'_> {
         }
     }
 
-    /// Call `f` with the event's `kind` (for the prefilter), and return its `ts` (for windows).
-    pub fn kind_and_time<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> (R, EventTime) {
+    /// Call `f` with the event's `kind` (for the prefilter).
+    pub fn with_kind<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
         match self {
-            Event::Json(json) => {
-                let kind = match json.get("kind") {
-                    Some(Json::Str(k)) => Some(k.as_ref()),
-                    _ => None,
-                };
-                let time = match json.get("ts") {
-                    None => EventTime::Missing,
-                    Some(Json::Str(text)) => event_time(text),
-                    Some(_) => EventTime::Invalid,
-                };
-                (f(kind), time)
-            }
+            Event::Json(json) => f(match json.get("kind") {
+                Some(Json::Str(k)) => Some(k.as_ref()),
+                _ => None,
+            }),
             Event::Value(value) => {
                 let Ok(map) = value.as_map_ref() else {
-                    return (f(None), EventTime::Missing);
+                    return f(None);
                 };
                 let kind = map
                     .get("kind")
                     .and_then(|k| k.as_immutable_string_ref().ok());
-                let selected = f(kind.as_deref().map(|k| k.as_str()));
-                let time = match map.get("ts") {
+                f(kind.as_deref().map(|k| k.as_str()))
+            }
+        }
+    }
+
+    /// The event's `ts`, for windows.
+    pub fn time(&self) -> EventTime {
+        match self {
+            Event::Json(json) => match json.get("ts") {
+                None => EventTime::Missing,
+                Some(Json::Str(text)) => event_time(text),
+                Some(_) => EventTime::Invalid,
+            },
+            Event::Value(value) => {
+                let Ok(map) = value.as_map_ref() else {
+                    return EventTime::Missing;
+                };
+                match map.get("ts") {
                     None => EventTime::Missing,
                     Some(ts) => match ts.as_immutable_string_ref() {
                         Ok(text) => event_time(text.as_str()),
                         Err(_) => EventTime::Invalid,
                     },
-                };
-                (selected, time)
+                }
             }
         }
     }
@@ -128,11 +135,11 @@ mod tests {
     }
 
     fn kind_and_time(event: &Dynamic) -> (Option<String>, EventTime) {
-        let (kind, time) = Event::Value(event.clone()).kind_and_time(|k| k.map(str::to_string));
+        let value = Event::Value(event.clone());
+        let (kind, time) = (value.with_kind(|k| k.map(str::to_string)), value.time());
         let json = serde_json::to_vec(event).expect("serializes");
-        let from_json = parse_event(&json, &Projection::Whole)
-            .expect("parses")
-            .kind_and_time(|k| k.map(str::to_string));
+        let parsed = parse_event(&json, &Projection::Whole).expect("parses");
+        let from_json = (parsed.with_kind(|k| k.map(str::to_string)), parsed.time());
         assert_eq!(from_json, (kind.clone(), time), "both kinds of event agree");
         (kind, time)
     }
@@ -162,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn kind_and_time_are_read_once() {
+    fn kind_and_time_are_read_alike_from_json_and_rhai_values() {
         let event = parse(br#"{"kind":"proc","ts":"1970-01-01T00:00:01Z"}"#).expect("json");
         let (kind, time) = kind_and_time(&event);
         assert_eq!(kind.as_deref(), Some("proc"));

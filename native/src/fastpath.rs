@@ -229,12 +229,13 @@ impl Literal {
 
 /// What a rule's fast path may touch besides the event: its own windows (through the
 /// batch context) and, with the capability, the enrichment tables.
-pub(crate) struct Side {
+pub(crate) struct Side<'t> {
     /// The rule's index in the batch context's window list.
     pub rule: usize,
     pub bounds: WindowBounds,
     pub can_enrich: bool,
-    pub time: EventTime,
+    /// The event's time, parsed on first use: only window calls need it.
+    pub time: &'t dyn Fn() -> EventTime,
 }
 
 pub(crate) enum Step {
@@ -354,7 +355,7 @@ impl FastPath {
         &self,
         event: &'e N,
         host: &HostData,
-        side: &Side,
+        side: &Side<'_>,
         cache: &PathCache<'e>,
     ) -> bool {
         let mut run = Run {
@@ -1008,7 +1009,7 @@ pub(crate) struct Run<'a, 'e, N> {
     fast: &'a FastPath,
     event: &'e N,
     host: &'a HostData,
-    side: &'a Side,
+    side: &'a Side<'a>,
     cache: &'a PathCache<'e>,
     locals: SmallVec<[Val<'a>; 8]>,
     loop_budget: u64,
@@ -1295,7 +1296,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             }),
             None => None,
         };
-        let EventTime::At(now) = self.side.time else {
+        let EventTime::At(now) = (self.side.time)() else {
             return Err(Fallback);
         };
         let span = match seconds {
@@ -1571,7 +1572,7 @@ mod tests {
             rule: 0,
             bounds: Limits::default().window_bounds(),
             can_enrich: true,
-            time: EventTime::Missing,
+            time: &|| EventTime::Missing,
         };
         // Paths are cached on JSON events only (the rule's paths number from 0 here).
         let cache: Vec<std::cell::Cell<Slot>> = (0..256).map(|_| Default::default()).collect();
