@@ -743,7 +743,8 @@ fn run_batch<'a, I>(
             }))
             .unwrap_or(false);
             if quiet {
-                // Rhai would have finished without an alert, a failure or a side effect.
+                // Rhai would have finished without an alert or a failure, and the window
+                // calls it would have made are made.
                 rule.stats.evals += 1;
                 rule.stats.native += 1;
                 decided.push(rule_index);
