@@ -349,8 +349,9 @@ impl FastPath {
         }
     }
 
-    /// `true` when the rule, run by Rhai on `event`, would end without an alert, a side
-    /// effect or a failure; `false` when Rhai has to run it.
+    /// `true` when the rule, run by Rhai on `event`, would end without an alert or a
+    /// failure (its window calls made, here, for real); `false` when Rhai has to run it,
+    /// replaying the window calls journaled so far.
     pub(crate) fn quiet<'e, N: Node>(
         &self,
         event: &'e N,
