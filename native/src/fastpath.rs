@@ -45,8 +45,6 @@ pub struct FastPath {
     /// Nodes loops may run in one evaluation (beyond the one pass every node is allowed)
     /// before the operation limit could be near.
     loop_budget: u64,
-    /// A leading `if event.a.b != "text" { return; }`: (path, text).
-    guard: Option<(u32, ImmutableString)>,
 }
 
 /// The native evaluation gave up: Rhai decides.
@@ -299,13 +297,11 @@ impl FastPath {
         if !(returns || falls_through) || budget > limits.max_operations {
             return None;
         }
-        let guard = leading_guard(&body);
         Some(FastPath {
             body,
             max_string_size: limits.max_string_size,
             max_array_size: limits.max_array_size,
             loop_budget: (limits.max_operations - budget) / OPERATIONS_PER_NODE,
-            guard,
         })
     }
 
@@ -313,39 +309,15 @@ impl FastPath {
     /// returns on this event, read from the event's path cache: most of a kind's events are
     /// of some other action, and then the rule is decided without running at all.
     pub(crate) fn guard_returns<'e>(&self, event: &'e Json<'e>, cache: &PathCache<'e>) -> bool {
-        let Some((path, text)) = &self.guard else {
+        let Some((chain, text)) = leading_guard(&self.body) else {
             return false;
         };
-        let Some(cell) = cache.get(*path as usize) else {
-            return false;
-        };
-        let slot = match cell.get() {
-            Slot::Unknown => {
-                let Some(props) = self.guard_props() else {
-                    return false;
-                };
-                let slot = follow(event, props);
-                cell.set(slot);
-                slot
-            }
-            known => known,
-        };
-        match slot {
+        match cached_slot(event, cache, chain) {
             // A string equal to the text passes; anything else (`()` included) is unequal.
-            Slot::At(Json::Str(s)) => s.as_ref() != text.as_str(),
-            Slot::At(_) | Slot::Unit => true,
-            // Reading the path is an error: Rhai reports it.
-            Slot::Unknown | Slot::Fallback => false,
-        }
-    }
-
-    fn guard_props(&self) -> Option<&[Step]> {
-        match self.body.first()? {
-            S::If(X::StrEq(true, x, _), ..) => match &**x {
-                X::Event(chain) => Some(&chain.steps),
-                _ => None,
-            },
-            _ => None,
+            Some(Slot::At(Json::Str(s))) => s.as_ref() != text.as_str(),
+            Some(Slot::At(_) | Slot::Unit) => true,
+            // Reading the path is an error (Rhai reports it), or it is not cached.
+            Some(Slot::Unknown | Slot::Fallback) | None => false,
         }
     }
 
@@ -383,7 +355,7 @@ impl FastPath {
 }
 
 /// `if <event path> != "text" { return; }` as the first statement, with nothing else in it.
-fn leading_guard(body: &[S]) -> Option<(u32, ImmutableString)> {
+fn leading_guard(body: &[S]) -> Option<(&EventChain, &ImmutableString)> {
     let S::If(X::StrEq(true, x, text), then, otherwise) = body.first()? else {
         return None;
     };
@@ -391,9 +363,7 @@ fn leading_guard(body: &[S]) -> Option<(u32, ImmutableString)> {
         return None;
     };
     let only_props = chain.props == chain.steps.len();
-    (only_props && matches!(then[..], [S::Return]) && otherwise.is_empty())
-        .then(|| Some((chain.path?, text.clone())))
-        .flatten()
+    (only_props && matches!(then[..], [S::Return]) && otherwise.is_empty()).then_some((chain, text))
 }
 
 /// (can it return, can it run past its end): whether a fast path can ever finish.
@@ -862,15 +832,7 @@ impl Node for Json<'_> {
         if chain.props != chain.steps.len() {
             return None;
         }
-        let cell = cache.get(chain.path? as usize)?;
-        Some(match cell.get() {
-            Slot::Unknown => {
-                let slot = follow(self, &chain.steps);
-                cell.set(slot);
-                slot
-            }
-            known => known,
-        })
+        cached_slot(self, cache, chain)
     }
 
     fn navigate<'a, 'e: 'a>(
@@ -878,17 +840,8 @@ impl Node for Json<'_> {
         run: &mut Run<'a, 'e, Self>,
         chain: &'a EventChain,
     ) -> R<Val<'a>> {
-        let cell = chain.path.and_then(|id| run.cache.get(id as usize));
-        let Some(cell) = cell else {
+        let Some(slot) = cached_slot(self, run.cache, chain) else {
             return navigate_json(self, run, &chain.steps);
-        };
-        let slot = match cell.get() {
-            Slot::Unknown => {
-                let slot = follow(self, &chain.steps[..chain.props]);
-                cell.set(slot);
-                slot
-            }
-            known => known,
         };
         let rest = &chain.steps[chain.props..];
         match slot {
@@ -897,6 +850,27 @@ impl Node for Json<'_> {
             Slot::Unknown | Slot::Fallback => Err(Fallback),
         }
     }
+}
+
+/// Where `chain`'s leading properties lead in this event: from the cache, or followed
+/// once and cached; `None` when the chain has no number or the event no cache.
+/// Inlined: it runs for every property read of every rule (as a call it cost ~200
+/// instructions per event).
+#[inline(always)]
+fn cached_slot<'e>(
+    root: &'e Json<'e>,
+    cache: &PathCache<'e>,
+    chain: &EventChain,
+) -> Option<Slot<'e>> {
+    let cell = cache.get(chain.path? as usize)?;
+    Some(match cell.get() {
+        Slot::Unknown => {
+            let slot = follow(root, &chain.steps[..chain.props]);
+            cell.set(slot);
+            slot
+        }
+        known => known,
+    })
 }
 
 /// Where the properties `props` lead from `root`, as [`navigate_json`] would find it.
