@@ -6,11 +6,13 @@
 #   (cd native && cargo build --release --example engine)
 #   bench/instructions_per_event.sh DIR/events.jsonl DIR/rules.json [N]
 #
-# Replays the first N (default 20000) events once and three times; the difference over two
-# passes, divided by N, is the count per event (start-up and engine construction cancel out).
+# Replays the first N (default 20000) events once and three times, and an empty file once and
+# three times: the harness builds a fresh engine for every pass, so the empty runs' difference
+# (two engine constructions, rules compiled) is taken off the sample's (two constructions and
+# two passes over the events); what is left, divided by 2N, is the engine's count per event.
 set -euo pipefail
 if [[ $# -lt 2 || $1 == -h || $1 == --help ]]; then
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt install valgrind)" >&2; exit 1; }
@@ -18,14 +20,14 @@ events=$1 rules=$2 count=${3:-20000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 engine=${ENGINE:-$root/native/target/release/examples/engine}
 [[ -x $engine ]] || { echo "build the harness first: cd native && cargo build --release --example engine" >&2; exit 1; }
-sample=$(mktemp)
-trap 'rm -f "$sample"' EXIT
+sample=$(mktemp) empty=$(mktemp)
+trap 'rm -f "$sample" "$empty"' EXIT
 head -n "$count" "$events" > "$sample"
 n=$(grep -c '' "$sample")
 refs() {
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
-    "$engine" "$sample" "$rules" 1000 "$1" 2>&1 >/dev/null | awk '/I *refs/ {gsub(",", "", $NF); print $NF}'
+    "$engine" "$1" "$rules" 1000 "$2" 2>&1 >/dev/null | awk '/I *refs/ {gsub(",", "", $NF); print $NF}'
 }
-one=$(refs 1)
-three=$(refs 3)
-echo "$(( (three - one) / (2 * n) )) instructions per event ($n events, $rules)"
+events_part=$(( $(refs "$sample" 3) - $(refs "$sample" 1) ))
+engines_part=$(( $(refs "$empty" 3) - $(refs "$empty" 1) ))
+echo "$(( (events_part - engines_part) / (2 * n) )) instructions per event ($n events, $rules)"

@@ -141,6 +141,8 @@ class _RuleStats(TypedDict):
     matches: int
     failures: int
     total_ns: int
+    """Time spent evaluating; natively decided evaluations are timed on a random eighth of
+    events and counted eight times (an estimate: a clock read costs about as much as one)."""
     native: int
     """Evaluations the native fast path decided (no alert) without running Rhai."""
 
