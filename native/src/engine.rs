@@ -18,6 +18,7 @@ use crate::context::{self, BatchContext, EventTime, HostData, CAPABILITY, DEADLI
 use crate::events::{Event, EventInput};
 use crate::fastpath::{FastPath, Paths, Side, Slot};
 use crate::hashing::{FastMap, FastSet};
+use crate::json::Bump;
 use crate::limits::{EngineLimits, Limits};
 use crate::matchers::PatternCache;
 use crate::projection::Projection;
@@ -162,6 +163,16 @@ pub struct BatchOutcome {
     pub parse_errors: Vec<ParseError>,
 }
 
+impl BatchOutcome {
+    /// Add what a later part of the same batch produced.
+    fn absorb(&mut self, later: BatchOutcome) {
+        self.events += later.events;
+        self.matches.extend(later.matches);
+        self.failures.extend(later.failures);
+        self.parse_errors.extend(later.parse_errors);
+    }
+}
+
 struct LoadedRule {
     id: String,
     hash: String,
@@ -221,7 +232,12 @@ pub struct RuleEngine {
     paths: Paths,
     /// Which events' native phase is timed.
     sample: TimeSample,
+    /// Where `evaluate_jsonl` parses events; reused from batch to batch.
+    arena: Bump,
 }
+
+/// Events parsed into the arena between two resets (a thousand events take ~1 MB).
+const ARENA_EVENTS: usize = 1024;
 
 /// Picks the events whose native phase is timed: one in [`TimeSample::EVERY`], at random
 /// (a fixed stride could beat in step with a periodic input). A clock read costs ~25 ns
@@ -267,6 +283,7 @@ impl RuleEngine {
             fast_path: true,
             paths: Paths::default(),
             sample: TimeSample::default(),
+            arena: Bump::new(),
         })
     }
 
@@ -368,7 +385,20 @@ impl RuleEngine {
     /// lines are skipped but still advance the index.
     pub fn evaluate_jsonl(&mut self, data: &[u8]) -> BatchOutcome {
         let projection = Arc::clone(&self.projection);
-        self.evaluate(crate::events::jsonl_events(data, &projection))
+        let mut arena = std::mem::take(&mut self.arena);
+        let mut outcome = BatchOutcome::default();
+        let mut lines = crate::events::jsonl_lines(data).peekable();
+        // The parsed events go into the arena, which is emptied (keeping its memory) every
+        // `ARENA_EVENTS` events, so that a large batch does not hold all of its events.
+        while lines.peek().is_some() {
+            arena.reset();
+            let events = lines.by_ref().take(ARENA_EVENTS).map(|(index, line)| {
+                (index, crate::events::parse_event(line, &projection, &arena))
+            });
+            outcome.absorb(self.evaluate(events));
+        }
+        self.arena = arena;
+        outcome
     }
 
     /// Evaluate already-decoded events (`Err` entries are reported as parse errors).
@@ -1266,5 +1296,78 @@ mod tests {
             }
         }
         assert!(by_residue.iter().all(|&n| n > 1_000), "{by_residue:?}");
+    }
+
+    #[test]
+    fn a_batch_past_the_arena_size_is_one_batch() {
+        let rules = [
+            (
+                "curl",
+                r#"if event.proc.exe == "/usr/bin/curl" { emit(#{n: event.proc.pid}); }"#,
+            ),
+            // Crosses its threshold in the second part: windows carry over between parts.
+            (
+                "count",
+                r#"let even = event.proc.pid % 2 == 0;
+                   if even { window_push("even"); }
+                   let n = window_count("even", 3600);
+                   if even && n == 600 { emit(#{n: n}); }"#,
+            ),
+        ];
+        let mut lines = Vec::new();
+        for i in 0..(2 * ARENA_EVENTS + 500) {
+            lines.push(match i % 97 {
+                13 => String::new(),
+                29 => "{oops".to_string(),
+                _ => format!(
+                    r#"{{"kind":"proc","ts":"2026-12-03T08:00:00Z","proc":{{"exe":"{}","pid":{i}}}}}"#,
+                    if i % 7 == 0 { "/usr/bin/curl" } else { "/bin/ls" }
+                ),
+            });
+        }
+        let whole = engine_with(&rules).evaluate_jsonl(lines.join("\n").as_bytes());
+        let mut one_by_one = engine_with(&rules);
+        let mut expected = BatchOutcome::default();
+        for (i, line) in lines.iter().enumerate() {
+            let mut out = one_by_one.evaluate_jsonl(line.as_bytes());
+            out.matches.iter_mut().for_each(|m| m.event_index = i);
+            out.parse_errors.iter_mut().for_each(|e| e.event_index = i);
+            expected.absorb(out);
+        }
+        let summary = |o: &BatchOutcome| {
+            let matches: Vec<_> = o
+                .matches
+                .iter()
+                .map(|m| (m.rule_id.clone(), m.event_index, m.alert["n"].to_string()))
+                .collect();
+            let errors: Vec<_> = o.parse_errors.iter().map(|e| e.event_index).collect();
+            (o.events, matches, errors)
+        };
+        assert_eq!(summary(&whole), summary(&expected));
+        let counted: Vec<_> = whole
+            .matches
+            .iter()
+            .filter(|m| m.rule_id == "count")
+            .collect();
+        assert!(
+            matches!(counted[..], [m] if m.event_index > ARENA_EVENTS),
+            "{counted:?}"
+        );
+        assert!(whole.events > 2 * ARENA_EVENTS);
+    }
+
+    #[test]
+    fn the_arena_is_reused_from_batch_to_batch() {
+        let mut engine = engine_with(&[("r1", r#"if event.proc.exe == "/nope" { emit(); }"#)]);
+        let batch = vec![EVENT; 3 * ARENA_EVENTS].join(&b'\n');
+        let sizes: Vec<usize> = (0..4)
+            .map(|_| {
+                assert_eq!(engine.evaluate_jsonl(&batch).events, 3 * ARENA_EVENTS);
+                engine.arena.allocated_bytes()
+            })
+            .collect();
+        assert!(sizes[1..].iter().all(|&s| s == sizes[1]), "{sizes:?}");
+        // What one part of a batch needs, not what the whole batch would.
+        assert!(sizes[1] < 3 * ARENA_EVENTS * 100, "{sizes:?}");
     }
 }

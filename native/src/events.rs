@@ -4,7 +4,7 @@
 use rhai::Dynamic;
 
 use crate::context::EventTime;
-use crate::json::Json;
+use crate::json::{Bump, Json};
 use crate::projection::Projection;
 use crate::windows::parse_rfc3339_micros;
 
@@ -39,7 +39,7 @@ impl Event<'_> {
     pub fn with_kind<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
         match self {
             Event::Json(json) => f(match json.get("kind") {
-                Some(Json::Str(k)) => Some(k.as_ref()),
+                Some(Json::Str(k)) => Some(k),
                 _ => None,
             }),
             Event::Value(value) => {
@@ -82,17 +82,11 @@ fn event_time(text: &str) -> EventTime {
     parse_rfc3339_micros(text).map_or(EventTime::Invalid, EventTime::At)
 }
 
-/// Events of newline-delimited JSON, indexed by line number (0-based). Blank lines (only
-/// spaces, tabs, CR) are skipped but still count towards the index, so an index always
-/// names its line.
-pub fn jsonl_events<'a>(
-    data: &'a [u8],
-    projection: &'a Projection,
-) -> impl Iterator<Item = (usize, EventInput<'a>)> + 'a {
-    lines(data)
-        .enumerate()
-        .filter(|(_, line)| !is_blank(line))
-        .map(move |(index, line)| (index, parse_event(line, projection)))
+/// The event lines of newline-delimited JSON, indexed by line number (0-based). Blank
+/// lines (only spaces, tabs, CR) are skipped but still count towards the index, so an index
+/// always names its line.
+pub fn jsonl_lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+    lines(data).enumerate().filter(|(_, line)| !is_blank(line))
 }
 
 /// A line holding only JSON whitespace (spaces, tabs, a trailing CR) carries no event.
@@ -119,9 +113,9 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
 }
 
 /// Parse one JSON document, keeping only what `projection` says some rule can read.
-pub fn parse_event<'a>(line: &'a [u8], projection: &Projection) -> EventInput<'a> {
+pub fn parse_event<'a>(line: &'a [u8], projection: &Projection, arena: &'a Bump) -> EventInput<'a> {
     projection
-        .parse(line)
+        .parse(line, arena)
         .map(Event::Json)
         .map_err(|e| format!("invalid JSON: {e}"))
 }
@@ -131,14 +125,15 @@ mod tests {
     use super::*;
 
     fn parse(line: &[u8]) -> Result<Dynamic, String> {
-        parse_event(line, &Projection::Whole).map(Event::into_dynamic)
+        parse_event(line, &Projection::Whole, &Bump::new()).map(Event::into_dynamic)
     }
 
     fn kind_and_time(event: &Dynamic) -> (Option<String>, EventTime) {
         let value = Event::Value(event.clone());
         let (kind, time) = (value.with_kind(|k| k.map(str::to_string)), value.time());
         let json = serde_json::to_vec(event).expect("serializes");
-        let parsed = parse_event(&json, &Projection::Whole).expect("parses");
+        let arena = Bump::new();
+        let parsed = parse_event(&json, &Projection::Whole, &arena).expect("parses");
         let from_json = (parsed.with_kind(|k| k.map(str::to_string)), parsed.time());
         assert_eq!(from_json, (kind.clone(), time), "both kinds of event agree");
         (kind, time)
@@ -147,7 +142,10 @@ mod tests {
     #[test]
     fn blank_lines_are_skipped_but_indexed() {
         let data = b"{\"a\":1}\n\n  \r\n{\"b\":2}\r\n{oops\n";
-        let events: Vec<_> = jsonl_events(data, &Projection::Whole).collect();
+        let arena = Bump::new();
+        let events: Vec<_> = jsonl_lines(data)
+            .map(|(index, line)| (index, parse_event(line, &Projection::Whole, &arena)))
+            .collect();
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].0, 0);
         assert_eq!(events[1].0, 3);

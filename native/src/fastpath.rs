@@ -314,7 +314,7 @@ impl FastPath {
         };
         match cached_slot(event, cache, chain) {
             // A string equal to the text passes; anything else (`()` included) is unequal.
-            Some(Slot::At(Json::Str(s))) => s.as_ref() != text.as_str(),
+            Some(Slot::At(Json::Str(s))) => *s != text.as_str(),
             Some(Slot::At(_) | Slot::Unit) => true,
             // Reading the path is an error (Rhai reports it), or it is not cached.
             Some(Slot::Unknown | Slot::Fallback) | None => false,
@@ -1104,7 +1104,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             let event = self.event;
             if let Some(slot) = event.cached(self.cache, chain) {
                 let equal = match slot {
-                    Slot::At(Json::Str(s)) => s.as_ref() == text,
+                    Slot::At(Json::Str(s)) => *s == text,
                     Slot::At(_) | Slot::Unit => false,
                     Slot::Unknown | Slot::Fallback => return Err(Fallback),
                 };
@@ -1540,7 +1540,8 @@ mod tests {
     /// The verdict on `event` as parsed JSON, checked to be the same on it as a Rhai value.
     fn verdict(fast: &FastPath, event: &Value, host: &HostData) -> bool {
         let bytes = serde_json::to_vec(event).expect("serializes");
-        let json = Projection::Whole.parse(&bytes).expect("parses");
+        let arena = crate::json::Bump::new();
+        let json = Projection::Whole.parse(&bytes, &arena).expect("parses");
         let value: Dynamic = rhai::serde::to_dynamic(event).expect("event converts");
         // No batch is running: window calls give up, `enrich` reads `host`.
         let side = Side {

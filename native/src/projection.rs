@@ -8,13 +8,11 @@
 
 use std::fmt;
 
-use std::borrow::Cow;
-
 use rhai::{ASTNode, Expr, AST, FLOAT, INT};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::json::Json;
+use crate::json::{Bump, Json};
 
 /// The parts of a value that are needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,21 +95,29 @@ impl Projection {
         needed
     }
 
-    /// Parse one JSON document, keeping only what is needed.
+    /// Parse one JSON document, keeping only what is needed, its maps and arrays in `arena`.
     ///
     /// Most lines take the hand-written parser (`fastjson`); whatever it is not sure of
     /// (and every invalid line) is parsed by serde, which so decides every error message.
-    pub fn parse<'a>(&self, json: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
-        match crate::fastjson::parse(json, self) {
+    pub fn parse<'a>(
+        &self,
+        json: &'a [u8],
+        arena: &'a Bump,
+    ) -> Result<Json<'a>, serde_json::Error> {
+        match crate::fastjson::parse(json, self, arena) {
             Some(value) => Ok(value),
-            None => self.parse_serde(json),
+            None => self.parse_serde(json, arena),
         }
     }
 
     /// The reference parse, through serde_json: what `parse` gives for every line.
-    pub fn parse_serde<'a>(&self, json: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
+    pub fn parse_serde<'a>(
+        &self,
+        json: &'a [u8],
+        arena: &'a Bump,
+    ) -> Result<Json<'a>, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let value = ProjectSeed(Some(self)).deserialize(&mut de)?;
+        let value = ProjectSeed(Some(self), arena).deserialize(&mut de)?;
         de.end()?;
         Ok(value)
     }
@@ -147,73 +153,70 @@ fn property_chain(expr: &Expr) -> Vec<&str> {
 }
 
 /// Deserializes a value under a projection (`None`: all of it), converting scalars exactly
-/// as Rhai's own `Deserialize for Dynamic` does (an integer past `INT` becomes a float).
-struct ProjectSeed<'p>(Option<&'p Projection>);
+/// as Rhai's own `Deserialize for Dynamic` does (an integer past `INT` becomes a float);
+/// maps, arrays and strings that are not borrowed from the input go into the arena.
+struct ProjectSeed<'p, 'a>(Option<&'p Projection>, &'a Bump);
 
-impl<'de> DeserializeSeed<'de> for ProjectSeed<'_> {
-    type Value = Json<'de>;
+impl<'de: 'a, 'a> DeserializeSeed<'de> for ProjectSeed<'_, 'a> {
+    type Value = Json<'a>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'a>, D::Error> {
         let fields = match self.0 {
             Some(Projection::Fields(fields)) => Some(fields.as_slice()),
             Some(Projection::Whole) | None => None,
         };
-        deserializer.deserialize_any(ProjectVisitor(fields))
+        deserializer.deserialize_any(ProjectVisitor(fields, self.1))
     }
 }
 
-struct ProjectVisitor<'p>(Option<&'p [(String, Projection)]>);
+struct ProjectVisitor<'p, 'a>(Option<&'p [(String, Projection)]>, &'a Bump);
 
-impl<'de> Visitor<'de> for ProjectVisitor<'_> {
-    type Value = Json<'de>;
+impl<'de: 'a, 'a> Visitor<'de> for ProjectVisitor<'_, 'a> {
+    type Value = Json<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json<'de>, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json<'a>, E> {
         Ok(Json::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json<'de>, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json<'a>, E> {
         Ok(Json::Int(v))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json<'de>, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json<'a>, E> {
         Ok(INT::try_from(v).map_or(Json::Float(v as FLOAT), Json::Int))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'a>, E> {
         Ok(Json::Float(v))
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Borrowed(v)))
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Json<'a>, E> {
+        Ok(Json::Str(v))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Owned(v.to_string())))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json<'a>, E> {
+        Ok(Json::Str(self.1.alloc_str(v)))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Owned(v)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Json<'de>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Json<'a>, E> {
         Ok(Json::Unit)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'a>, A::Error> {
         // Arrays are kept whole: a projection names map keys only.
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(ProjectSeed(None))? {
+        let mut items = bumpalo::collections::Vec::new_in(self.1);
+        while let Some(item) = seq.next_element_seed(ProjectSeed(None, self.1))? {
             items.push(item);
         }
-        Ok(Json::Array(items))
+        Ok(Json::Array(items.into_bump_slice()))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Json<'de>, A::Error> {
-        let mut entries = Vec::with_capacity(8);
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Json<'a>, A::Error> {
+        let mut entries = bumpalo::collections::Vec::with_capacity_in(8, self.1);
         while let Some(key) = access.next_key::<Key<'de>>()? {
             let sub = match self.0 {
                 None => None,
@@ -225,10 +228,14 @@ impl<'de> Visitor<'de> for ProjectVisitor<'_> {
                     }
                 },
             };
-            let value = access.next_value_seed(ProjectSeed(sub))?;
-            entries.push((key.into_cow(), value));
+            let value = access.next_value_seed(ProjectSeed(sub, self.1))?;
+            let key: &'a str = match key {
+                Key::Borrowed(s) => s,
+                Key::Owned(s) => self.1.alloc_str(&s),
+            };
+            entries.push((key, value));
         }
-        Ok(Json::Map(entries))
+        Ok(Json::Map(entries.into_bump_slice()))
     }
 }
 
@@ -243,13 +250,6 @@ impl<'de> Key<'de> {
         match self {
             Key::Borrowed(s) => s,
             Key::Owned(s) => s,
-        }
-    }
-
-    fn into_cow(self) -> Cow<'de, str> {
-        match self {
-            Key::Borrowed(s) => Cow::Borrowed(s),
-            Key::Owned(s) => Cow::Owned(s),
         }
     }
 }
@@ -338,7 +338,7 @@ mod tests {
     }
 
     fn parse(p: &Projection, json: &[u8]) -> Result<Dynamic, serde_json::Error> {
-        p.parse(json).map(|j| j.to_dynamic())
+        p.parse(json, &Bump::new()).map(|j| j.to_dynamic())
     }
 
     #[test]
@@ -393,7 +393,12 @@ mod tests {
             b"{} trailing",
             b"{\"kind\": tru}",
         ] {
-            assert!(p.parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            let arena = Bump::new();
+            assert!(
+                p.parse(bad, &arena).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // A projected value that is not a map is kept as it is.
         let p = fields(&[&["proc", "exe"]]);

@@ -8,6 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sentinel_rhai::fastjson::check_against_serde;
+use sentinel_rhai::json::Bump;
 use sentinel_rhai::projection::Projection;
 
 /// Paths a projection is built from: event fields, nested ones, and keys that need care
@@ -55,10 +56,11 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     // What the engine calls gives serde's answer whichever parser answered.
-    let reference = projection.parse_serde(line).map_err(|e| e.to_string());
-    let parsed = projection.parse(line).map_err(|e| e.to_string());
+    let (ours, serdes) = (Bump::new(), Bump::new());
+    let reference = projection.parse_serde(line, &serdes).map_err(|e| e.to_string());
+    let parsed = projection.parse(line, &ours).map_err(|e| e.to_string());
     match (&parsed, &reference) {
-        (Ok(a), Ok(b)) => assert!(sentinel_rhai::fastjson::identical(a, b)),
+        (Ok(a), Ok(b)) => assert!(sentinel_rhai::fastjson::identical(a, b, line)),
         (Err(a), Err(b)) => assert_eq!(a, b),
         _ => panic!("{parsed:?} vs {reference:?}"),
     }
