@@ -12,7 +12,7 @@
 //! borrows them). Being stricter than serde is always allowed; it only costs a fallback.
 
 use crate::json::{Bump, Json};
-use crate::projection::Projection;
+use crate::projection::{Fields, Projection};
 
 /// Containers nested deeper than this are left to serde. Its own limit is 128 for values it
 /// builds (none for skipped ones); staying well below it means no line this parser accepts
@@ -26,27 +26,13 @@ const MAX_PLAIN_DIGITS: usize = 18;
 type ArenaVec<'a, T> = bumpalo::collections::Vec<'a, T>;
 
 /// The keys wanted at a map (`None`: all of them, and everything below).
-type Fields<'p> = Option<&'p [(String, Projection)]>;
+type Wanted<'p> = Option<&'p Fields>;
 
-fn fields_of(projection: &Projection) -> Fields<'_> {
+fn fields_of(projection: &Projection) -> Wanted<'_> {
     match projection {
         Projection::Whole => None,
         Projection::Fields(fields) => Some(fields),
     }
-}
-
-/// The sub-projection for `key`: the first match, as `projection::field` finds it.
-fn lookup<'p>(fields: &'p [(String, Projection)], key: &str) -> Option<&'p Projection> {
-    let key = key.as_bytes();
-    fields
-        .iter()
-        .find(|(k, _)| {
-            let k = k.as_bytes();
-            // Most fields differ from a key in length or first byte: that rejects them
-            // without a call to memcmp.
-            k.len() == key.len() && k.first() == key.first() && k == key
-        })
-        .map(|(_, p)| p)
 }
 
 /// Parse one line under `projection` (maps, arrays and unescaped strings into `arena`), or
@@ -148,7 +134,7 @@ impl<'a> Parser<'a> {
     /// (stored in parts, reloaded whole, which the CPU cannot forward), which cost a fifth
     /// of the parse.
     #[inline(always)]
-    fn value(&mut self, fields: Fields, depth: usize) -> Option<Json<'a>> {
+    fn value(&mut self, fields: Wanted, depth: usize) -> Option<Json<'a>> {
         Some(match self.peek()? {
             b'{' => Json::Map(self.map(fields, depth + 1)?),
             b'[' => Json::Array(self.array(depth + 1)?),
@@ -184,7 +170,7 @@ impl<'a> Parser<'a> {
 
     /// A map whose keys are wanted as `fields` says; entries keep the input's order,
     /// duplicates included, as `ProjectVisitor::visit_map` keeps them.
-    fn map(&mut self, fields: Fields, depth: usize) -> Option<&'a [(&'a str, Json<'a>)]> {
+    fn map(&mut self, fields: Wanted, depth: usize) -> Option<&'a [(&'a str, Json<'a>)]> {
         if depth > MAX_DEPTH {
             return None;
         }
@@ -195,7 +181,7 @@ impl<'a> Parser<'a> {
         }
         // A projected map rarely has more entries than wanted fields. (Past its capacity
         // the arena copies it, once maps inside it have been allocated after it.)
-        let mut entries = ArenaVec::with_capacity_in(fields.map_or(8, <[_]>::len), self.arena);
+        let mut entries = ArenaVec::with_capacity_in(fields.map_or(8, Fields::len), self.arena);
         loop {
             self.eat(b'"')?;
             // Serde parses every key of a map it builds (validating its escapes), then
@@ -205,7 +191,7 @@ impl<'a> Parser<'a> {
             // `Some(sub)`: the value is wanted, under `sub`.
             let wanted = match fields {
                 None => Some(None),
-                Some(wanted) => lookup(wanted, key).map(fields_of),
+                Some(wanted) => wanted.get(key).map(fields_of),
             };
             match wanted {
                 Some(sub) => {

@@ -19,31 +19,97 @@ use crate::json::{Bump, Json};
 pub enum Projection {
     /// The value as it is, all of it.
     Whole,
-    /// Only these keys, if the value is a map (anything else is kept whole); sorted by key.
-    /// Events have few fields: a short scan beats hashing every key of every event.
-    Fields(Vec<(String, Projection)>),
+    /// Only these keys, if the value is a map (anything else is kept whole).
+    Fields(Fields),
 }
 
-/// The entry for `key`, added (in order) if missing.
-fn field_mut<'f>(fields: &'f mut Vec<(String, Projection)>, key: &str) -> &'f mut Projection {
-    let at = match fields.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
-        Ok(at) => at,
-        Err(at) => {
-            fields.insert(at, (key.to_string(), Projection::default()));
-            at
+/// The keys wanted at a map, sorted, with what is wanted under each.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    entries: Vec<(String, Projection)>,
+    /// Every key of every event is looked up here, so by a table rather than a scan: at
+    /// [`bucket`] of a key, 0 (no field there), the field's index + 1, or [`SEVERAL`].
+    table: KeyTable,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct KeyTable([u8; 256]);
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        Self([0; 256])
+    }
+}
+
+/// More than one field in a bucket (or one past what a byte counts): scan them all.
+const SEVERAL: u8 = u8::MAX;
+
+/// Keys are told apart by length and first byte, which differ between most field names.
+#[inline(always)]
+fn bucket(key: &[u8]) -> usize {
+    (key.len() & 15) | (usize::from(key.first().copied().unwrap_or(0)) & 15) << 4
+}
+
+impl Fields {
+    pub fn entries(&self) -> &[(String, Projection)] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// What is wanted under `key`, if it is wanted.
+    #[inline(always)]
+    pub fn get(&self, key: &str) -> Option<&Projection> {
+        fn found<'f>((k, p): &'f (String, Projection), key: &str) -> Option<&'f Projection> {
+            (k == key).then_some(p)
         }
-    };
-    &mut fields[at].1
+        match self.table.0[bucket(key.as_bytes())] {
+            0 => None,
+            SEVERAL => self.entries.iter().find_map(|e| found(e, key)),
+            n => found(&self.entries[usize::from(n) - 1], key),
+        }
+    }
+
+    /// The entry for `key`, added (in order) if missing.
+    fn entry_mut(&mut self, key: &str) -> &mut Projection {
+        let at = match self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.entries
+                    .insert(at, (key.to_string(), Projection::default()));
+                self.table = KeyTable::default();
+                for (i, (k, _)) in self.entries.iter().enumerate() {
+                    let cell = &mut self.table.0[bucket(k.as_bytes())];
+                    *cell = match (*cell, u8::try_from(i + 1)) {
+                        (0, Ok(n)) if n != SEVERAL => n,
+                        _ => SEVERAL,
+                    };
+                }
+                at
+            }
+        };
+        &mut self.entries[at].1
+    }
 }
 
-fn field<'f>(fields: &'f [(String, Projection)], key: &str) -> Option<&'f Projection> {
-    fields.iter().find(|(k, _)| k == key).map(|(_, p)| p)
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, p)| (k, p)))
+            .finish()
+    }
 }
 
 impl Default for Projection {
     /// Nothing needed yet: the start of a union.
     fn default() -> Self {
-        Self::Fields(Vec::new())
+        Self::Fields(Fields::default())
     }
 }
 
@@ -55,7 +121,7 @@ impl Projection {
         };
         match path.split_first() {
             None => *self = Self::Whole,
-            Some((first, rest)) => field_mut(fields, first).add_path(rest),
+            Some((first, rest)) => fields.entry_mut(first).add_path(rest),
         }
     }
 
@@ -65,8 +131,8 @@ impl Projection {
             (Self::Whole, _) => {}
             (_, Self::Whole) => *self = Self::Whole,
             (Self::Fields(mine), Self::Fields(theirs)) => {
-                for (key, sub) in theirs {
-                    field_mut(mine, key).union(sub);
+                for (key, sub) in &theirs.entries {
+                    mine.entry_mut(key).union(sub);
                 }
             }
         }
@@ -162,14 +228,14 @@ impl<'de: 'a, 'a> DeserializeSeed<'de> for ProjectSeed<'_, 'a> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'a>, D::Error> {
         let fields = match self.0 {
-            Some(Projection::Fields(fields)) => Some(fields.as_slice()),
+            Some(Projection::Fields(fields)) => Some(fields),
             Some(Projection::Whole) | None => None,
         };
         deserializer.deserialize_any(ProjectVisitor(fields, self.1))
     }
 }
 
-struct ProjectVisitor<'p, 'a>(Option<&'p [(String, Projection)]>, &'a Bump);
+struct ProjectVisitor<'p, 'a>(Option<&'p Fields>, &'a Bump);
 
 impl<'de: 'a, 'a> Visitor<'de> for ProjectVisitor<'_, 'a> {
     type Value = Json<'a>;
@@ -220,7 +286,7 @@ impl<'de: 'a, 'a> Visitor<'de> for ProjectVisitor<'_, 'a> {
         while let Some(key) = access.next_key::<Key<'de>>()? {
             let sub = match self.0 {
                 None => None,
-                Some(fields) => match field(fields, key.as_str()) {
+                Some(fields) => match fields.get(key.as_str()) {
                     Some(sub) => Some(sub),
                     None => {
                         access.next_value::<IgnoredAny>()?;
@@ -325,6 +391,33 @@ mod tests {
             "for x in event.keys() {} f(event); fn f(e) {}",
         ] {
             assert_eq!(projection_of(source), Projection::Whole, "{source}");
+        }
+    }
+
+    #[test]
+    fn field_lookup_finds_exactly_the_wanted_keys() {
+        // Keys that share buckets (same length and first byte's low bits), the empty key,
+        // and more fields than a byte can index.
+        let mut keys: Vec<String> = ["", "a", "q", "aa", "ab", "qa", "proc", "pid", "kind"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        keys.extend((0..300).map(|i| format!("k{i}")));
+        for count in [0, 1, 2, 5, 9, 40, keys.len()] {
+            let mut p = Projection::default();
+            for key in &keys[..count] {
+                p.add_path(&[key.as_str()]);
+            }
+            let Projection::Fields(fields) = &p else {
+                panic!("fields");
+            };
+            assert_eq!(fields.len(), count);
+            for (i, key) in keys.iter().enumerate() {
+                assert_eq!(fields.get(key).is_some(), i < count, "{key} of {count}");
+                for other in ["b", "x", "pro", "proc_", "k300", "é"] {
+                    assert!(fields.get(other).is_none(), "{other}");
+                }
+            }
         }
     }
 
