@@ -41,7 +41,12 @@ pub fn parse<'a>(line: &'a [u8], projection: &Projection, arena: &'a Bump) -> Op
     // JSON's structure is ASCII, so one check of the whole line makes every string valid
     // UTF-8 and every slice between ASCII delimiters a `str`. Serde accepts invalid UTF-8
     // inside skipped strings; such a line falls back.
-    let text = std::str::from_utf8(line).ok()?;
+    let text = if is_ascii(line) {
+        // SAFETY: ASCII is valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(line) }
+    } else {
+        std::str::from_utf8(line).ok()?
+    };
     let mut parser = Parser {
         text,
         bytes: line,
@@ -410,6 +415,7 @@ impl<'a> Parser<'a> {
 
     /// Skip a string, its opening quote consumed, checking escapes as serde's `ignore_str`
     /// does: a `\u` needs four hex digits but may be any code unit.
+    #[inline(always)]
     fn skip_string(&mut self) -> Option<()> {
         let mut at = self.pos;
         loop {
@@ -483,6 +489,32 @@ fn scan_number(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
         plain = false;
     }
     Some((at, plain))
+}
+
+/// Whether every byte is ASCII: most event lines are, and then they need no UTF-8 check.
+/// With SSE2, sixteen bytes at a time (a third of `from_utf8`'s cost on such lines).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    use std::arch::x86_64::{
+        __m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128,
+    };
+    let mut chunks = bytes.chunks_exact(16);
+    // SAFETY: SSE2 is always enabled on x86-64, and each load reads exactly the 16 bytes
+    // of its chunk (unaligned loads being allowed).
+    let high = unsafe {
+        let mut seen = _mm_setzero_si128();
+        for chunk in chunks.by_ref() {
+            seen = _mm_or_si128(seen, _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>()));
+        }
+        _mm_movemask_epi8(seen)
+    };
+    high == 0 && chunks.remainder().is_ascii()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn is_ascii(bytes: &[u8]) -> bool {
+    bytes.is_ascii()
 }
 
 /// The index of the first byte from `at` that ends a plain run inside a string: a quote, a
@@ -932,6 +964,20 @@ mod tests {
         assert!(valid > rounds / 10, "{valid} valid of {rounds}");
         for n in taken {
             assert!(n > valid / 3, "{taken:?} taken, {valid} valid");
+        }
+    }
+
+    #[test]
+    fn ascii_is_told_from_the_rest() {
+        for len in 0..70 {
+            let mut bytes = vec![b'a'; len];
+            assert!(is_ascii(&bytes));
+            for at in 0..len {
+                bytes[at] = 0x80 | (at as u8);
+                assert!(!is_ascii(&bytes), "{len} {at}");
+                bytes[at] = 0x7f;
+                assert!(is_ascii(&bytes), "{len} {at}");
+            }
         }
     }
 
