@@ -250,12 +250,23 @@ impl<'a> Parser<'a> {
         match *self.bytes.get(end)? {
             b'"' => {
                 self.pos = end + 1;
-                Some(&self.text[start..end])
+                Some(self.between_quotes(start, end))
             }
             b'\\' => self.escaped(start, end),
             // A raw control character, which serde rejects.
             _ => None,
         }
+    }
+
+    /// The text from `start` to `end`, which are just after and at ASCII delimiters (the
+    /// quotes of a string): char boundaries of the line, itself valid UTF-8.
+    #[inline(always)]
+    fn between_quotes(&self, start: usize, end: usize) -> &'a str {
+        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
+        // SAFETY: `text` is a `str`, and both ends are char boundaries (above); the range
+        // is in bounds because `end` is the index of a byte found in it. Checked slicing
+        // tested both boundaries again for every string of every event.
+        unsafe { self.text.get_unchecked(start..end) }
     }
 
     /// The rest of a string from `start`, whose first escape is at `at`.
