@@ -32,7 +32,7 @@ use rhai::{
 use smallvec::SmallVec;
 
 use crate::context::{self, EventTime, HostData, WindowCall, WindowOp};
-use crate::json::Json;
+use crate::json::{same_text, Json};
 use crate::limits::Limits;
 use crate::matchers::{self, cidr_contains, entropy};
 use crate::windows::{window_micros, WindowBounds};
@@ -87,6 +87,9 @@ pub(crate) enum Val<'a> {
     Arr(Rc<Vec<Val<'a>>>),
     /// An array constant of the rule's source.
     Lits(&'a [Lit]),
+    /// The parts of a borrowed text split at one ASCII byte (`exe.split("/")`): counted
+    /// and indexed in place, without an array (two allocations) built for them.
+    Parts(&'a str, u8),
     /// A map or array of an enrichment table (what `enrich` found), read in place.
     Host(&'a Dynamic),
     /// A map or array read from the event: only passed along (`??`), never inspected.
@@ -119,6 +122,7 @@ impl<'a> Val<'a> {
         match self {
             Val::Arr(items) => Some(items.len()),
             Val::Lits(items) => Some(items.len()),
+            Val::Parts(text, byte) => Some(text.bytes().filter(|b| b == byte).count() + 1),
             _ => None,
         }
     }
@@ -127,6 +131,7 @@ impl<'a> Val<'a> {
         match self {
             Val::Arr(items) => items.get(i).cloned(),
             Val::Lits(items) => items.get(i).map(Lit::val),
+            Val::Parts(text, byte) => nth_part(text, *byte, i).map(Val::text),
             _ => None,
         }
     }
@@ -164,7 +169,7 @@ pub(crate) enum X {
     Cmp(Cmp, Box<X>, Box<X>),
     /// `x == "text"` (`true`: `!=`), the commonest comparison: only a string can equal
     /// a string; `()` and every other type are unequal to it ([`compare`]).
-    StrEq(bool, Box<X>, ImmutableString),
+    StrEq(bool, Box<X>, Box<str>),
     And(Vec<X>),
     Or(Vec<X>),
     Coalesce(Vec<X>),
@@ -314,7 +319,7 @@ impl FastPath {
         };
         match cached_slot(event, cache, chain) {
             // A string equal to the text passes; anything else (`()` included) is unequal.
-            Some(Slot::At(Json::Str(s))) => *s != text.as_str(),
+            Some(Slot::At(Json::Str(s))) => !same_text(s, text),
             Some(Slot::At(_) | Slot::Unit) => true,
             // Reading the path is an error (Rhai reports it), or it is not cached.
             Some(Slot::Unknown | Slot::Fallback) | None => false,
@@ -355,7 +360,7 @@ impl FastPath {
 }
 
 /// `if <event path> != "text" { return; }` as the first statement, with nothing else in it.
-fn leading_guard(body: &[S]) -> Option<(&EventChain, &ImmutableString)> {
+fn leading_guard(body: &[S]) -> Option<(&EventChain, &str)> {
     let S::If(X::StrEq(true, x, text), then, otherwise) = body.first()? else {
         return None;
     };
@@ -683,7 +688,7 @@ impl Compiler<'_> {
         Some(match (op, a, b) {
             (Cmp::Eq | Cmp::Ne, x, X::Lit(Lit::Str(text)))
             | (Cmp::Eq | Cmp::Ne, X::Lit(Lit::Str(text)), x) => {
-                X::StrEq(matches!(op, Cmp::Ne), Box::new(x), text)
+                X::StrEq(matches!(op, Cmp::Ne), Box::new(x), text.as_str().into())
             }
             (op, a, b) => X::Cmp(op, Box::new(a), Box::new(b)),
         })
@@ -1091,11 +1096,49 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 }
                 Ok(false)
             }
+            X::Contains(haystack, needle) => {
+                let haystack = self.eval(haystack)?;
+                self.with_value(needle, |needle| contains(&haystack, needle))
+            }
+            X::Matches(text, regex) => {
+                self.with_value(text, |v| text_test(v, |s| regex.is_match(s)))
+            }
+            X::Literal(text, literal) => {
+                self.with_value(text, |v| text_test(v, |s| literal.test(s)))
+            }
+            X::InList(value, name) => {
+                let list = self.host.lists.get(name.as_str()).ok_or(Fallback)?;
+                self.with_value(value, |value| {
+                    Ok(match value {
+                        Val::Unit => false,
+                        Val::Str(s) => list.contains(&**s),
+                        Val::Int(i) => list.contains(i.to_string().as_str()),
+                        Val::Bool(b) => list.contains(if *b { "true" } else { "false" }),
+                        _ => return Err(Fallback),
+                    })
+                })
+            }
+            X::Cidr(ip, network) => match (self.eval(ip)?, self.eval(network)?) {
+                (Val::Str(ip), Val::Str(net)) => cidr_contains(&ip, &net).map_err(|_| Fallback),
+                (Val::Unit, Val::Str(_)) => Ok(false),
+                _ => Err(Fallback),
+            },
             _ => match self.eval(x)? {
                 Val::Bool(b) => Ok(b),
                 _ => Err(Fallback),
             },
         }
+    }
+
+    /// `f` on the value of `x`, borrowed in place when `x` is a local (most arguments of
+    /// the matching functions are): no copy of it to make and drop.
+    #[inline(always)]
+    fn with_value<T>(&mut self, x: &'a X, f: impl FnOnce(&Val<'a>) -> R<T>) -> R<T> {
+        if let X::Local(slot) = x {
+            return f(self.locals.get(*slot).ok_or(Fallback)?);
+        }
+        let value = self.eval(x)?;
+        f(&value)
     }
 
     fn str_eq(&mut self, negated: bool, x: &'a X, text: &str) -> R<bool> {
@@ -1104,7 +1147,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             let event = self.event;
             if let Some(slot) = event.cached(self.cache, chain) {
                 let equal = match slot {
-                    Slot::At(Json::Str(s)) => *s == text,
+                    Slot::At(Json::Str(s)) => same_text(s, text),
                     Slot::At(_) | Slot::Unit => false,
                     Slot::Unknown | Slot::Fallback => return Err(Fallback),
                 };
@@ -1112,7 +1155,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             }
         }
         let equal = match self.eval(x)? {
-            Val::Str(s) => *s == *text,
+            Val::Str(s) => same_text(&s, text),
             _ => false,
         };
         Ok(equal != negated)
@@ -1134,6 +1177,9 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
         Ok(Val::Str(text))
     }
 
+    /// The value of an expression. Kept small: the arms most evaluations take are here,
+    /// conditions go to [`Run::boolean`] and the rarer arms to [`Run::other`], so that the
+    /// frame every call sets up and tears down stays small.
     fn eval(&mut self, x: &'a X) -> R<Val<'a>> {
         Ok(match x {
             X::Lit(lit) => lit.val(),
@@ -1146,16 +1192,16 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 let value = self.eval(base)?;
                 self.apply_all(value, steps)?
             }
-            X::Array(items) => {
-                if items.len() > self.fast.max_array_size {
-                    return Err(Fallback);
-                }
-                let values: R<Vec<Val<'a>>> = items.iter().map(|i| self.eval(i)).collect();
-                Val::Arr(Rc::new(values?))
-            }
-            X::Cmp(..) | X::StrEq(..) | X::And(_) | X::Or(_) | X::Not(_) => {
-                Val::Bool(self.boolean(x)?)
-            }
+            X::Cmp(..)
+            | X::StrEq(..)
+            | X::And(_)
+            | X::Or(_)
+            | X::Not(_)
+            | X::Contains(..)
+            | X::Matches(..)
+            | X::Literal(..)
+            | X::InList(..)
+            | X::Cidr(..) => Val::Bool(self.boolean(x)?),
             X::Coalesce(items) => {
                 let (last, first) = items.split_last().ok_or(Fallback)?;
                 for item in first {
@@ -1165,6 +1211,35 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                     }
                 }
                 self.eval(last)?
+            }
+            X::If(condition, then, otherwise) => {
+                if self.boolean(condition)? {
+                    self.eval(then)?
+                } else {
+                    self.eval(otherwise)?
+                }
+            }
+            X::Sub(a, b) => match (self.eval(a)?, self.eval(b)?) {
+                (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_sub(b).ok_or(Fallback)?),
+                _ => return Err(Fallback),
+            },
+            X::Array(_) | X::Add(..) | X::Entropy(_) | X::Enrich(..) | X::Window(..) => {
+                self.other(x)?
+            }
+        })
+    }
+
+    /// The arms of [`Run::eval`] that build values (arrays, sums, joined strings) or reach
+    /// outside the event (enrichment, windows).
+    #[inline(never)]
+    fn other(&mut self, x: &'a X) -> R<Val<'a>> {
+        Ok(match x {
+            X::Array(items) => {
+                if items.len() > self.fast.max_array_size {
+                    return Err(Fallback);
+                }
+                let values: R<Vec<Val<'a>>> = items.iter().map(|i| self.eval(i)).collect();
+                Val::Arr(Rc::new(values?))
             }
             X::Add(a, b) => match (self.eval(a)?, self.eval(b)?) {
                 (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_add(b).ok_or(Fallback)?),
@@ -1176,54 +1251,11 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 }
                 _ => return Err(Fallback),
             },
-            X::Sub(a, b) => match (self.eval(a)?, self.eval(b)?) {
-                (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_sub(b).ok_or(Fallback)?),
-                _ => return Err(Fallback),
-            },
-            X::Contains(haystack, needle) => {
-                let (haystack, needle) = (self.eval(haystack)?, self.eval(needle)?);
-                Val::Bool(contains(&haystack, &needle)?)
-            }
-            X::Matches(text, regex) => match self.eval(text)? {
-                Val::Str(s) => Val::Bool(regex.is_match(&s)),
-                Val::Unit => Val::Bool(false),
-                _ => return Err(Fallback),
-            },
-            X::Literal(text, literal) => match self.eval(text)? {
-                Val::Str(s) => Val::Bool(literal.test(&s)),
-                Val::Unit => Val::Bool(false),
-                _ => return Err(Fallback),
-            },
-            X::Cidr(ip, network) => match (self.eval(ip)?, self.eval(network)?) {
-                (Val::Str(ip), Val::Str(net)) => {
-                    Val::Bool(cidr_contains(&ip, &net).map_err(|_| Fallback)?)
-                }
-                (Val::Unit, Val::Str(_)) => Val::Bool(false),
-                _ => return Err(Fallback),
-            },
             X::Entropy(text) => match self.eval(text)? {
                 Val::Str(s) => Val::Float(entropy(&s)),
                 Val::Unit => Val::Float(0.0),
                 _ => return Err(Fallback),
             },
-            X::InList(value, name) => {
-                let list = self.host.lists.get(name.as_str()).ok_or(Fallback)?;
-                let found = match self.eval(value)? {
-                    Val::Unit => false,
-                    Val::Str(s) => list.contains(&*s),
-                    Val::Int(i) => list.contains(i.to_string().as_str()),
-                    Val::Bool(b) => list.contains(if b { "true" } else { "false" }),
-                    _ => return Err(Fallback),
-                };
-                Val::Bool(found)
-            }
-            X::If(condition, then, otherwise) => {
-                if self.boolean(condition)? {
-                    self.eval(then)?
-                } else {
-                    self.eval(otherwise)?
-                }
-            }
             X::Enrich(kind, key) => {
                 let (kind, key) = (self.eval(kind)?, self.eval(key)?);
                 let key = key_text(&key)?;
@@ -1241,6 +1273,8 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             X::Window(op, key, value, seconds) => {
                 self.window(*op, key, value.as_deref(), seconds.as_deref())?
             }
+            // `eval` sends no other arm here.
+            _ => return Err(Fallback),
         })
     }
 
@@ -1356,12 +1390,23 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             (Method::Len, Val::Str(s), []) => {
                 Val::Int(INT::try_from(s.chars().count()).unwrap_or(INT::MAX))
             }
-            (Method::Len, array @ (Val::Arr(_) | Val::Lits(_)), []) => {
+            (Method::Len, array @ (Val::Arr(_) | Val::Lits(_) | Val::Parts(..)), []) => {
                 Val::Int(INT::try_from(array.array_len().ok_or(Fallback)?).map_err(|_| Fallback)?)
             }
             (Method::Split, Val::Str(s), [Val::Str(delimiter)]) if !delimiter.is_empty() => {
                 if s.len() > self.fast.max_string_size {
                     return Err(Fallback);
+                }
+                if let (Text::Ref(whole), [byte]) = (&s, delimiter.as_bytes()) {
+                    // At most one part per byte and one more: counted only when that
+                    // could pass the limit.
+                    if byte.is_ascii()
+                        && (whole.len() < self.fast.max_array_size
+                            || Val::Parts(whole, *byte).array_len()
+                                <= Some(self.fast.max_array_size))
+                    {
+                        return Ok(Val::Parts(whole, *byte));
+                    }
                 }
                 // Rhai's `split`: a string without the delimiter is one part, itself.
                 let parts: Vec<Val<'a>> = match &s {
@@ -1392,9 +1437,11 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                     self.string(s.to_uppercase())?
                 }
             }
-            (Method::Contains, haystack @ (Val::Str(_) | Val::Arr(_) | Val::Lits(_)), [needle]) => {
-                Val::Bool(contains(&haystack, needle)?)
-            }
+            (
+                Method::Contains,
+                haystack @ (Val::Str(_) | Val::Arr(_) | Val::Lits(_) | Val::Parts(..)),
+                [needle],
+            ) => Val::Bool(contains(&haystack, needle)?),
             (Method::StartsWith, Val::Str(s), [Val::Str(p)]) => Val::Bool(s.starts_with(&**p)),
             (Method::EndsWith, Val::Str(s), [Val::Str(p)]) => Val::Bool(s.ends_with(&**p)),
             (Method::ToString, Val::Int(i), []) => self.string(i.to_string())?,
@@ -1423,8 +1470,8 @@ fn compare(op: Cmp, a: &Val<'_>, b: &Val<'_>) -> R<bool> {
         (Val::Unit, Val::Str(_)) | (Val::Str(_), Val::Unit) => return Ok(matches!(op, Cmp::Ne)),
         // `Other` may be an array, like `Arr` and `Lits`.
         (
-            Val::Other | Val::Host(_) | Val::Arr(_) | Val::Lits(_),
-            Val::Other | Val::Host(_) | Val::Arr(_) | Val::Lits(_),
+            Val::Other | Val::Host(_) | Val::Arr(_) | Val::Lits(_) | Val::Parts(..),
+            Val::Other | Val::Host(_) | Val::Arr(_) | Val::Lits(_) | Val::Parts(..),
         ) => return Err(Fallback),
         // Any other two types differ: equality is false, ordering is an error.
         _ => match op {
@@ -1483,6 +1530,22 @@ fn split<'t, T>(whole: &'t str, delimiter: &str, mut part: impl FnMut(&'t str) -
     parts
 }
 
+/// Part `i` of `text` split at the ASCII `byte`, as `str::split` would give it. A byte loop:
+/// the texts are short, and `split(char)` or a `memchr` per part cost several times more.
+fn nth_part(text: &str, byte: u8, i: usize) -> Option<&str> {
+    let (mut start, mut seen) = (0, 0);
+    for (at, &b) in text.as_bytes().iter().enumerate() {
+        if b == byte {
+            if seen == i {
+                return text.get(start..at);
+            }
+            seen += 1;
+            start = at + 1;
+        }
+    }
+    (seen == i).then(|| text.get(start..)).flatten()
+}
+
 /// Window keys, list members and enrichment keys as `script_api::key_text` makes them:
 /// strings as they are, integers in decimal; other types are left to Rhai.
 fn key_text<'v>(value: &'v Val<'_>) -> R<Cow<'v, str>> {
@@ -1493,11 +1556,46 @@ fn key_text<'v>(value: &'v Val<'_>) -> R<Cow<'v, str>> {
     }
 }
 
+/// `glob`'s and `re_match`'s answer for a value: `()` matches nothing, and any other type
+/// is Rhai's error to report.
+fn text_test(value: &Val<'_>, test: impl FnOnce(&str) -> bool) -> R<bool> {
+    match value {
+        Val::Str(s) => Ok(test(s)),
+        Val::Unit => Ok(false),
+        _ => Err(Fallback),
+    }
+}
+
 /// Rhai's `contains(haystack, needle)`: a substring for strings; for arrays the engine's
 /// exact-type overloads (`script_api::register_membership`) for string and integer needles.
 fn contains(haystack: &Val<'_>, needle: &Val<'_>) -> R<bool> {
-    if let (Val::Str(h), Val::Str(n)) = (haystack, needle) {
-        return Ok(h.contains(&**n));
+    match (haystack, needle) {
+        (Val::Str(h), Val::Str(n)) => return Ok(h.contains(&**n)),
+        // An array constant (`x in ["a", "b"]`, or a `let` bound to one): its items are
+        // compared where they are, without a value made for each.
+        (Val::Lits(items), Val::Str(n)) => {
+            let mut found = false;
+            for item in *items {
+                match item {
+                    Lit::Str(s) => found |= same_text(s, n),
+                    Lit::Int(_) | Lit::Bool(_) | Lit::Unit => {}
+                    Lit::Float(_) | Lit::Arr(_) => return Err(Fallback),
+                }
+            }
+            return Ok(found);
+        }
+        (Val::Lits(items), Val::Int(n)) => {
+            let mut found = false;
+            for item in *items {
+                match item {
+                    Lit::Int(i) => found |= i == n,
+                    Lit::Str(_) | Lit::Bool(_) | Lit::Unit => {}
+                    Lit::Float(_) | Lit::Arr(_) => return Err(Fallback),
+                }
+            }
+            return Ok(found);
+        }
+        _ => {}
     }
     let len = haystack.array_len().ok_or(Fallback)?;
     let mut found = false;
@@ -1611,6 +1709,19 @@ mod tests {
                 let ours = split(whole, delimiter, str::to_string);
                 let std: Vec<String> = whole.split(delimiter).map(str::to_string).collect();
                 assert_eq!(ours, std, "{whole:?} split {delimiter:?}");
+                // The parts read in place, as `Val::Parts` reads them.
+                if let [byte] = delimiter.as_bytes() {
+                    let parts = Val::Parts(whole, *byte);
+                    assert_eq!(parts.array_len(), Some(std.len()), "{whole:?} {delimiter:?}");
+                    for i in 0..=std.len() {
+                        let part = match parts.array_get(i) {
+                            Some(Val::Str(text)) => Some(text.to_string()),
+                            None => None,
+                            Some(other) => panic!("a part is text, not {other:?}"),
+                        };
+                        assert_eq!(part.as_ref(), std.get(i), "{whole:?} {delimiter:?} [{i}]");
+                    }
+                }
             }
         }
     }
