@@ -12,7 +12,6 @@ use rhai::{
     Stmt, AST,
 };
 use sha2::{Digest, Sha256};
-use smallvec::SmallVec;
 
 use crate::context::{self, BatchContext, EventTime, HostData, CAPABILITY, DEADLINE, EMIT_LIMIT};
 use crate::events::{Event, EventInput};
@@ -775,20 +774,20 @@ fn run_batch<'a, I>(
         // The event's time is parsed only if a window call or an interpreted rule needs it.
         let parsed_time = std::cell::OnceCell::new();
         let time = || *parsed_time.get_or_init(|| event.time());
-        // Where each numbered path leads in this event, filled in as rules follow them.
-        let cache: SmallVec<[Cell<Slot>; PATHS_INLINE]> = match &event {
-            // Filled as an array: `from_elem` wrote the cells one by one (~300 instructions
-            // an event).
+        // Where each numbered path leads in this event, filled in as rules follow them: on
+        // the stack for the usual number of paths (written as one block; a `SmallVec`
+        // built it and then copied it, ~200 instructions an event).
+        let inline = [const { Cell::new(Slot::Unknown) }; PATHS_INLINE];
+        let spilled: Vec<Cell<Slot>>;
+        let cache: &[Cell<Slot>] = match &event {
             Event::Json(_) if natively.enabled && natively.paths <= PATHS_INLINE => {
-                SmallVec::from_buf_and_len(
-                    [const { Cell::new(Slot::Unknown) }; PATHS_INLINE],
-                    natively.paths,
-                )
+                &inline[..natively.paths]
             }
             Event::Json(_) if natively.enabled => {
-                SmallVec::from_elem(Cell::new(Slot::Unknown), natively.paths)
+                spilled = vec![Cell::new(Slot::Unknown); natively.paths];
+                &spilled
             }
-            _ => SmallVec::new(),
+            _ => &[],
         };
         for &rule_index in selected {
             let Some(rule) = rules.get_mut(rule_index) else {
@@ -799,7 +798,7 @@ fn run_batch<'a, I>(
                 continue;
             };
             if let Event::Json(json) = &event {
-                if fast.guard_returns(json, &cache) {
+                if fast.guard_returns(json, cache) {
                     rule.stats.evals += 1;
                     rule.stats.native += 1;
                     decided.push(rule_index);
@@ -813,8 +812,8 @@ fn run_batch<'a, I>(
                 time: &time,
             };
             let quiet = catch_unwind(AssertUnwindSafe(|| match &event {
-                Event::Json(json) => fast.quiet(json, natively.host, &side, &cache),
-                Event::Value(value) => fast.quiet(value, natively.host, &side, &cache),
+                Event::Json(json) => fast.quiet(json, natively.host, &side, cache),
+                Event::Value(value) => fast.quiet(value, natively.host, &side, cache),
             }))
             .unwrap_or(false);
             if quiet {
@@ -844,7 +843,6 @@ fn run_batch<'a, I>(
                 }
             }
         }
-        drop(cache);
         if interpret.is_empty() {
             continue;
         }

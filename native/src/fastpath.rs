@@ -173,7 +173,9 @@ pub(crate) enum X {
     And(Vec<X>),
     Or(Vec<X>),
     Coalesce(Vec<X>),
-    Add(Box<X>, Box<X>),
+    /// `a + b + c...` (left to right, as Rhai nests it): integers summed, or texts joined
+    /// into one new string instead of one per `+`.
+    Sum(Vec<X>),
     Sub(Box<X>, Box<X>),
     /// `needle in haystack`, Rhai's `contains(haystack, needle)`.
     Contains(Box<X>, Box<X>),
@@ -639,7 +641,14 @@ impl Compiler<'_> {
             ("<=", [a, b]) if operator => self.compare(Cmp::Le, a, b, depth)?,
             (">", [a, b]) if operator => self.compare(Cmp::Gt, a, b, depth)?,
             (">=", [a, b]) if operator => self.compare(Cmp::Ge, a, b, depth)?,
-            ("+", [a, b]) if operator => X::Add(self.boxed(a, depth)?, self.boxed(b, depth)?),
+            ("+", [a, b]) if operator => {
+                let mut items = match self.expr(a, depth)? {
+                    X::Sum(items) => items,
+                    a => vec![a],
+                };
+                items.push(self.expr(b, depth)?);
+                X::Sum(items)
+            }
             ("-", [a, b]) if operator => X::Sub(self.boxed(a, depth)?, self.boxed(b, depth)?),
             ("contains", [haystack, needle]) => {
                 X::Contains(self.boxed(haystack, depth)?, self.boxed(needle, depth)?)
@@ -1223,7 +1232,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_sub(b).ok_or(Fallback)?),
                 _ => return Err(Fallback),
             },
-            X::Array(_) | X::Add(..) | X::Entropy(_) | X::Enrich(..) | X::Window(..) => {
+            X::Array(_) | X::Sum(_) | X::Entropy(_) | X::Enrich(..) | X::Window(..) => {
                 self.other(x)?
             }
         })
@@ -1241,16 +1250,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                 let values: R<Vec<Val<'a>>> = items.iter().map(|i| self.eval(i)).collect();
                 Val::Arr(Rc::new(values?))
             }
-            X::Add(a, b) => match (self.eval(a)?, self.eval(b)?) {
-                (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_add(b).ok_or(Fallback)?),
-                (Val::Str(a), Val::Str(b)) => {
-                    let mut joined = String::with_capacity(a.len() + b.len());
-                    joined.push_str(&a);
-                    joined.push_str(&b);
-                    self.string(joined)?
-                }
-                _ => return Err(Fallback),
-            },
+            X::Sum(items) => self.sum(items)?,
             X::Entropy(text) => match self.eval(text)? {
                 Val::Str(s) => Val::Float(entropy(&s)),
                 Val::Unit => Val::Float(0.0),
@@ -1276,6 +1276,49 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             // `eval` sends no other arm here.
             _ => return Err(Fallback),
         })
+    }
+
+    /// `a + b + c...`: what Rhai's `+` gives step by step, each operand evaluated only
+    /// once the sum before it is known to be valid (so no window call is made that Rhai,
+    /// stopping at an error there, would not make), and a text built once.
+    fn sum(&mut self, items: &'a [X]) -> R<Val<'a>> {
+        let (first, rest) = items.split_first().ok_or(Fallback)?;
+        match self.eval(first)? {
+            Val::Int(mut total) => {
+                for item in rest {
+                    let Val::Int(n) = self.eval(item)? else {
+                        return Err(Fallback);
+                    };
+                    total = total.checked_add(n).ok_or(Fallback)?;
+                }
+                Ok(Val::Int(total))
+            }
+            Val::Str(text) => {
+                let mut len = text.len();
+                let mut texts: SmallVec<[Text<'a>; 4]> = SmallVec::new();
+                texts.push(text);
+                for item in rest {
+                    let Val::Str(text) = self.eval(item)? else {
+                        return Err(Fallback);
+                    };
+                    // Every partial sum is a string Rhai checks against the limit.
+                    len += text.len();
+                    if len > self.fast.max_string_size {
+                        return Err(Fallback);
+                    }
+                    texts.push(text);
+                }
+                // Short texts are joined on the stack and stored inline by the string
+                // itself: one allocation (its shared cell) instead of three.
+                let mut joined: SmallVec<[u8; 64]> = SmallVec::with_capacity(len);
+                for text in &texts {
+                    joined.extend_from_slice(text.as_bytes());
+                }
+                let joined = std::str::from_utf8(&joined).map_err(|_| Fallback)?;
+                Ok(Val::Str(Text::Shared(joined.into())))
+            }
+            _ => Err(Fallback),
+        }
     }
 
     /// A window call, as `script_api` makes it: arguments first (any error there is Rhai's
@@ -1712,7 +1755,11 @@ mod tests {
                 // The parts read in place, as `Val::Parts` reads them.
                 if let [byte] = delimiter.as_bytes() {
                     let parts = Val::Parts(whole, *byte);
-                    assert_eq!(parts.array_len(), Some(std.len()), "{whole:?} {delimiter:?}");
+                    assert_eq!(
+                        parts.array_len(),
+                        Some(std.len()),
+                        "{whole:?} {delimiter:?}"
+                    );
                     for i in 0..=std.len() {
                         let part = match parts.array_get(i) {
                             Some(Val::Str(text)) => Some(text.to_string()),
