@@ -194,6 +194,16 @@ pub(crate) enum X {
     If(Box<X>, Box<X>, Box<X>),
 }
 
+impl X {
+    /// The value of a literal.
+    fn lit_val(&self) -> Option<Val<'_>> {
+        match self {
+            X::Lit(lit) => Some(lit.val()),
+            _ => None,
+        }
+    }
+}
+
 /// A glob pattern without `?` or classes, and with stars only at either end, is a plain
 /// string test: what its regex (`(?s)\A...\z`, `*` as `.*`) matches, without running it.
 #[derive(Debug, PartialEq)]
@@ -859,6 +869,11 @@ impl Node for Json<'_> {
         };
         let rest = &chain.steps[chain.props..];
         match slot {
+            // Most chains are properties only (`event.proc.exe`): their end is the value.
+            Slot::At(node) if rest.is_empty() => Ok(match node {
+                Json::Map(_) | Json::Array(_) => Val::Other,
+                scalar => json_scalar(scalar),
+            }),
             Slot::At(node) => navigate_json(node, run, rest),
             Slot::Unit => run.apply_all(Val::Unit, rest),
             Slot::Unknown | Slot::Fallback => Err(Fallback),
@@ -1211,6 +1226,13 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             | X::Literal(..)
             | X::InList(..)
             | X::Cidr(..) => Val::Bool(self.boolean(x)?),
+            // `x ?? "literal"`, the usual default.
+            X::Coalesce(items) if matches!(items[..], [_, X::Lit(_)]) => {
+                match self.eval(&items[0])? {
+                    Val::Unit => items[1].lit_val().ok_or(Fallback)?,
+                    value => value,
+                }
+            }
             X::Coalesce(items) => {
                 let (last, first) = items.split_last().ok_or(Fallback)?;
                 for item in first {
