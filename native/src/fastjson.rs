@@ -54,8 +54,8 @@ pub fn parse<'a>(line: &'a [u8], projection: &Projection, arena: &'a Bump) -> Op
         arena,
     };
     let value = parser.value(fields_of(projection), 0)?;
-    parser.skip_whitespace();
-    (parser.pos == line.len()).then_some(value)
+    // Nothing but whitespace may follow.
+    token(line, parser.pos).is_none().then_some(value)
 }
 
 /// Check the contract on one line: `Ok(true)` when this parser gave the value serde gives,
@@ -102,25 +102,12 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    /// Exactly serde's whitespace: no form feed, no BOM, no Unicode spaces.
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
-    }
-
     /// The next byte that is not whitespace, not consumed; `None` at the end.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
-        // Event lines are compact: a token almost always starts right here.
-        match self.bytes.get(self.pos) {
-            Some(&b) if b > b' ' => Some(b),
-            _ => {
-                self.skip_whitespace();
-                self.bytes.get(self.pos).copied()
-            }
-        }
+        let (b, at) = token(self.bytes, self.pos)?;
+        self.pos = at;
+        Some(b)
     }
 
     /// Consume `expected` (after whitespace), or fail.
@@ -149,28 +136,19 @@ impl<'a> Parser<'a> {
             }
             b'-' | b'0'..=b'9' => self.number()?,
             b't' => {
-                self.skip_literal(b"true")?;
+                self.pos = literal(self.bytes, self.pos, b"true")?;
                 Json::Bool(true)
             }
             b'f' => {
-                self.skip_literal(b"false")?;
+                self.pos = literal(self.bytes, self.pos, b"false")?;
                 Json::Bool(false)
             }
             b'n' => {
-                self.skip_literal(b"null")?;
+                self.pos = literal(self.bytes, self.pos, b"null")?;
                 Json::Unit
             }
             _ => return None,
         })
-    }
-
-    fn skip_literal(&mut self, word: &[u8]) -> Option<()> {
-        if self.bytes[self.pos..].starts_with(word) {
-            self.pos += word.len();
-            Some(())
-        } else {
-            None
-        }
     }
 
     /// A map whose keys are wanted as `fields` says; entries keep the input's order,
@@ -361,94 +339,139 @@ impl<'a> Parser<'a> {
 
     /// Skip a value nobody reads, validating it as serde's `ignore_value` does (or more
     /// strictly: nesting is bounded here).
+    ///
+    /// Skipped values are most of an event's tokens, so this is one loop over them with the
+    /// open containers kept as bits, where a call per value (and its `Option`, and its
+    /// saved registers) cost about half of it.
     fn skip_value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'{' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
-                self.pos += 1;
-                if self.peek()? == b'}' {
-                    self.pos += 1;
-                    return Some(());
-                }
-                loop {
-                    self.eat(b'"')?;
-                    self.skip_string()?;
-                    self.eat(b':')?;
-                    self.skip_value(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b'}' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+        let bytes = self.bytes;
+        let mut at = self.pos;
+        // Bit `n` is set when the container `n` levels out from the innermost open one is a
+        // map (and clear for an array); `open` counts them, so it never reaches 64.
+        let mut maps = 0u64;
+        let mut open = 0usize;
+        loop {
+            let (b, here) = token(bytes, at)?;
+            at = match b {
+                b'"' => skip_string(bytes, here + 1)?,
+                b'{' | b'[' => {
+                    if depth + open >= MAX_DEPTH {
+                        return None;
+                    }
+                    let (next, inside) = token(bytes, here + 1)?;
+                    // `}` and `]` are two past their openers in ASCII.
+                    if next == b + 2 {
+                        inside + 1
+                    } else {
+                        open += 1;
+                        maps = maps << 1 | u64::from(b == b'{');
+                        at = if b == b'{' {
+                            skip_key(bytes, inside)?
+                        } else {
+                            inside
+                        };
+                        continue;
                     }
                 }
-            }
-            b'[' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
-                self.pos += 1;
-                if self.peek()? == b']' {
-                    self.pos += 1;
+                b'-' | b'0'..=b'9' => scan_number(bytes, here)?.0,
+                b't' => literal(bytes, here, b"true")?,
+                b'f' => literal(bytes, here, b"false")?,
+                b'n' => literal(bytes, here, b"null")?,
+                _ => return None,
+            };
+            // After a value: a comma and the next one (after its key, in a map), or the
+            // closer of the innermost container, which is itself a value that ended.
+            loop {
+                if open == 0 {
+                    self.pos = at;
                     return Some(());
                 }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b']' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
+                let (b, here) = token(bytes, at)?;
+                let in_map = maps & 1 == 1;
+                if b == b',' {
+                    at = if in_map {
+                        skip_key(bytes, here + 1)?
+                    } else {
+                        here + 1
+                    };
+                    break;
                 }
+                if b != if in_map { b'}' } else { b']' } {
+                    return None;
+                }
+                at = here + 1;
+                maps >>= 1;
+                open -= 1;
             }
-            b'"' => {
-                self.pos += 1;
-                self.skip_string()
-            }
-            b'-' | b'0'..=b'9' => {
-                // Serde does not check the range of a skipped number (`1e400` is fine).
-                self.pos = scan_number(self.bytes, self.pos)?.0;
-                Some(())
-            }
-            b't' => self.skip_literal(b"true"),
-            b'f' => self.skip_literal(b"false"),
-            b'n' => self.skip_literal(b"null"),
-            _ => None,
         }
     }
+}
 
-    /// Skip a string, its opening quote consumed, checking escapes as serde's `ignore_str`
-    /// does: a `\u` needs four hex digits but may be any code unit.
-    #[inline(always)]
-    fn skip_string(&mut self) -> Option<()> {
-        let mut at = self.pos;
-        loop {
-            at = scan_plain(self.bytes, at);
-            match *self.bytes.get(at)? {
-                b'"' => {
-                    self.pos = at + 1;
-                    return Some(());
-                }
-                b'\\' => {
-                    at = match *self.bytes.get(at + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
-                        b'u' => {
-                            hex4(self.bytes, at + 2)?;
-                            at + 6
-                        }
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
+/// The first byte from `at` that is not whitespace, and its index; `None` at the end.
+#[inline(always)]
+fn token(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    // Event lines are compact: a token almost always starts right here.
+    match bytes.get(at) {
+        Some(&b) if b > b' ' => Some((b, at)),
+        _ => token_after_space(bytes, at),
+    }
+}
+
+/// The same, past whitespace: exactly serde's (no form feed, no BOM, no Unicode spaces).
+#[cold]
+#[inline(never)]
+fn token_after_space(bytes: &[u8], mut at: usize) -> Option<(u8, usize)> {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(at) {
+        at += 1;
+    }
+    bytes.get(at).map(|&b| (b, at))
+}
+
+/// `word` (a literal) at `at`: the index after it. The word is a constant where this is
+/// inlined, so the comparison is one load and compare, not a call to `bcmp`.
+#[inline(always)]
+fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    (bytes.get(at..at + word.len())? == word).then_some(at + word.len())
+}
+
+/// A skipped map's key from `at` (its opening quote, maybe after whitespace) through the
+/// colon after it: the index after the colon.
+#[inline(always)]
+fn skip_key(bytes: &[u8], at: usize) -> Option<usize> {
+    let (quote, at) = token(bytes, at)?;
+    if quote != b'"' {
+        return None;
+    }
+    let (colon, at) = token(bytes, skip_string(bytes, at + 1)?)?;
+    (colon == b':').then_some(at + 1)
+}
+
+/// Skip a string from `at` (its opening quote consumed): the index after its closing
+/// quote. Escapes are checked as serde's `ignore_str` checks them: a `\u` needs four hex
+/// digits but may be any code unit.
+#[inline(always)]
+fn skip_string(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        at = scan_plain(bytes, at);
+        match *bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at = skip_escape(bytes, at + 1)?,
+            _ => return None,
         }
+    }
+}
+
+/// An escape in a skipped string, its letter at `at`: the index after it.
+#[cold]
+#[inline(never)]
+fn skip_escape(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => {
+            hex4(bytes, at + 1)?;
+            Some(at + 5)
+        }
+        _ => None,
     }
 }
 
@@ -462,44 +485,71 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
 
 /// The end of a number's text starting at `at` (JSON's grammar, as serde reads it), and
 /// whether it is a plain integer (no fraction, no exponent).
+#[inline(always)]
 fn scan_number(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
-    let digits_from = |mut at: usize| {
-        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        at
-    };
     if bytes.get(at) == Some(&b'-') {
         at += 1;
     }
     at = match *bytes.get(at)? {
         // One leading zero only: `01` leaves `1` behind, which nothing accepts.
         b'0' => at + 1,
-        b'1'..=b'9' => digits_from(at + 1),
+        b'1'..=b'9' => digits_end(bytes, at + 1),
         _ => return None,
     };
-    let mut plain = true;
+    match bytes.get(at) {
+        Some(b'.' | b'e' | b'E') => Some((fraction_and_exponent(bytes, at)?, false)),
+        _ => Some((at, true)),
+    }
+}
+
+/// The rest of a number whose integer part ends at `at`, where a fraction or an exponent
+/// starts: the index after it.
+#[cold]
+#[inline(never)]
+fn fraction_and_exponent(bytes: &[u8], mut at: usize) -> Option<usize> {
     if bytes.get(at) == Some(&b'.') {
-        let end = digits_from(at + 1);
+        let end = digits_end(bytes, at + 1);
         if end == at + 1 {
             return None;
         }
         at = end;
-        plain = false;
     }
     if let Some(b'e' | b'E') = bytes.get(at) {
         at += 1;
         if let Some(b'+' | b'-') = bytes.get(at) {
             at += 1;
         }
-        let end = digits_from(at);
+        let end = digits_end(bytes, at);
         if end == at {
             return None;
         }
         at = end;
-        plain = false;
     }
-    Some((at, plain))
+    Some(at)
+}
+
+/// The end of the run of ASCII digits from `at`. Eight bytes at a time where eight are
+/// left: ports, ids and sizes have four to six digits, which took a compare each.
+#[inline(always)]
+fn digits_end(bytes: &[u8], mut at: usize) -> usize {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte is a digit when its high nibble is 3, and still is with 6 added (0x30 to
+        // 0x39). Only a byte of 0xFA or more carries into the next one, and it is not a
+        // digit, so every byte up to the first non-digit is judged exactly.
+        let not_digit = ((word & HIGH) ^ THREES) | ((word.wrapping_add(SIXES) & HIGH) ^ THREES);
+        if not_digit != 0 {
+            return at + (not_digit.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+        at += 1;
+    }
+    at
 }
 
 /// Whether every byte is ASCII: most event lines are, and then they need no UTF-8 check.
@@ -766,6 +816,46 @@ mod tests {
             (br#"null"#, true),
             (br#"[{"a":1},"x",[true,false]]"#, true),
             (br#"{"a":"not a map","b":[{"c":1}],"x":{"y":"z"}}"#, true),
+            // Skipped containers: nesting of both kinds, empty ones, whitespace anywhere,
+            // numbers with fewer than eight bytes after them, and every misplaced closer.
+            (br#"{"skip":[1,{"a":[]},{},[[]],"s",true,null,false,-0.5e1],"a":1}"#, true),
+            (br#"{"skip": [ 1 , { "x" : [ 2 ] } , [ ] ] , "a" : 1 }"#, true),
+            (br#"{"skip":{"x":{"y":{"z":[{"w":{}}]}}}}"#, true),
+            (br#"{"skip":123456789}"#, true),
+            (br#"{"skip":12345678}"#, true),
+            (br#"{"skip":1234567}"#, true),
+            (br#"{"skip":0}"#, true),
+            (br#"{"skip":-7}"#, true),
+            (br#"{"skip":1.25}"#, true),
+            (br#"[12345678]"#, true),
+            (br#"123456789012"#, true),
+            (br#"{"skip":[}"#, false),
+            (br#"{"skip":{]}"#, false),
+            (br#"{"skip":[1}"#, false),
+            (br#"{"skip":{"x":1]}"#, false),
+            (br#"{"skip":[[1]}]}"#, false),
+            (br#"{"skip":{"x"}}"#, false),
+            (br#"{"skip":{"x" 1}}"#, false),
+            (br#"{"skip":{,}}"#, false),
+            (br#"{"skip":[,1]}"#, false),
+            (br#"{"skip":[1,,2]}"#, false),
+            (br#"{"skip":{"x":1,,"y":2}}"#, false),
+            (br#"{"skip":[1]]}"#, false),
+            (br#"{"skip":[1"#, false),
+            (br#"{"skip":{"x":1"#, false),
+            (br#"{"skip":{"x":"#, false),
+            (br#"{"skip":{"x""#, false),
+            (br#"{"skip":{"#, false),
+            (br#"{"skip":01}"#, false),
+            (br#"{"skip":1.}"#, false),
+            (br#"{"skip":1e+}"#, false),
+            (br#"{"skip":-}"#, false),
+            (br#"{"skip":"a\u12"}"#, false),
+            (br#"{"skip":"a\u12zz"}"#, false),
+            (br#"{"skip":"a\q"}"#, false),
+            (br#"{"skip":"\u00e9\n\ud800"}"#, false),
+            (br#"{"skip":fals}"#, false),
+            (br#"{"skip":nulll}"#, false),
         ];
         for &(input, fast) in cases {
             let taken = check_all(input);
@@ -1010,6 +1100,39 @@ mod tests {
                     .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0x00..=0x1f))
                     .unwrap_or(len);
                 assert_eq!(scan_plain(&bytes, at), expected, "{bytes:?} from {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn digit_runs_end_where_a_byte_search_ends_them() {
+        let mut rng = XorShift(0xD161_7500_0BAD_F00D);
+        // Around the digits, and bytes that carry when 6 is added to them.
+        let alphabet = [
+            b'/',
+            b':',
+            b'0',
+            b'9',
+            b'.',
+            b'e',
+            0x39 + 0x80,
+            0xfa,
+            0xff,
+            b' ',
+        ];
+        for _ in 0..20_000 {
+            let len = rng.below(24);
+            let bytes: std::vec::Vec<u8> = (0..len)
+                .map(|_| match rng.below(6) {
+                    0 => rng.pick(&alphabet),
+                    _ => b'0' + rng.below(10) as u8,
+                })
+                .collect();
+            for at in 0..=len {
+                let expected = (at..len)
+                    .find(|&i| !bytes[i].is_ascii_digit())
+                    .unwrap_or(len);
+                assert_eq!(digits_end(&bytes, at), expected, "{bytes:?} from {at}");
             }
         }
     }
