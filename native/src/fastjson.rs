@@ -224,8 +224,8 @@ impl<'a> Parser<'a> {
     #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        let end = scan_plain(self.bytes, start);
-        match *self.bytes.get(end)? {
+        let (end, stop) = scan_plain(self.bytes, start);
+        match stop {
             b'"' => {
                 self.pos = end + 1;
                 Some(self.between_quotes(start, end))
@@ -267,7 +267,7 @@ impl<'a> Parser<'a> {
                 }
                 _ => return None,
             }
-            at = scan_plain(self.bytes, at);
+            at = scan_plain(self.bytes, at).0;
         }
     }
 
@@ -452,10 +452,10 @@ fn skip_key(bytes: &[u8], at: usize) -> Option<usize> {
 #[inline(always)]
 fn skip_string(bytes: &[u8], mut at: usize) -> Option<usize> {
     loop {
-        at = scan_plain(bytes, at);
-        match *bytes.get(at)? {
-            b'"' => return Some(at + 1),
-            b'\\' => at = skip_escape(bytes, at + 1)?,
+        let (end, stop) = scan_plain(bytes, at);
+        match stop {
+            b'"' => return Some(end + 1),
+            b'\\' => at = skip_escape(bytes, end + 1)?,
             _ => return None,
         }
     }
@@ -578,15 +578,17 @@ fn is_ascii(bytes: &[u8]) -> bool {
     bytes.is_ascii()
 }
 
-/// The index of the first byte from `at` that ends a plain run inside a string: a quote, a
-/// backslash or a control character (serde rejects raw ones); `bytes.len()` if none.
+/// The index of the first byte from `at` that ends a plain run inside a string (a quote, a
+/// backslash or a control character, which serde rejects raw), and that byte; at the end of
+/// `bytes`, its length and 0 (a control character too). Returning the byte spares every
+/// caller a bounds check to read it again.
 ///
 /// Sixteen bytes at a time with SSE2, which every x86-64 processor has: most strings of an
 /// event are shorter than that, so one compare finds their end (the word-at-a-time loop
 /// below took two or three rounds, and was a tenth of the parse).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
+fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -606,25 +608,29 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
         }
     };
     while let Some(chunk) = bytes.get(at..at + 16) {
-        let found = stops(chunk.try_into().expect("sixteen bytes"));
+        let chunk: &[u8; 16] = chunk.try_into().expect("sixteen bytes");
+        let found = stops(chunk);
         if found != 0 {
-            return at + found.trailing_zeros() as usize;
+            // A 16-bit mask that is not zero: its lowest set bit is below 16.
+            let i = found.trailing_zeros() as usize & 15;
+            return (at + i, chunk[i]);
         }
         at += 16;
     }
-    // The last few bytes, padded with zeros: a control character, so the padding's first
-    // byte (the end of `bytes`) is found if nothing before it is.
+    // The last few bytes (fewer than 16), padded with zeros: a control character, so the
+    // padding's first byte (the end of `bytes`) is found if nothing before it is.
     let rest = bytes.get(at..).unwrap_or_default();
     let mut chunk = [0u8; 16];
     chunk[..rest.len()].copy_from_slice(rest);
-    at + stops(&chunk).trailing_zeros() as usize
+    let i = stops(&chunk).trailing_zeros() as usize & 15;
+    (at + i, chunk[i])
 }
 
 /// The same, eight bytes at a time, with the word tricks serde uses: a set high bit marks a
 /// byte that matched (bits may also be set above a match, never below the first one).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
+fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
     const ONES: u64 = u64::MAX / 255;
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
@@ -635,17 +641,18 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
         let backslash = backslash.wrapping_sub(ONES) & !backslash;
         let hits = (control | quote | backslash) & (ONES << 7);
         if hits != 0 {
-            return at + (hits.trailing_zeros() / 8) as usize;
+            let i = (hits.trailing_zeros() / 8) as usize;
+            return (at + i, chunk[i]);
         }
         at += 8;
     }
     while let Some(&b) = bytes.get(at) {
         if b == b'"' || b == b'\\' || b < 0x20 {
-            return at;
+            return (at, b);
         }
         at += 1;
     }
-    at
+    (at, 0)
 }
 
 #[cfg(test)]
@@ -1099,7 +1106,12 @@ mod tests {
                 let expected = (at..len)
                     .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0x00..=0x1f))
                     .unwrap_or(len);
-                assert_eq!(scan_plain(&bytes, at), expected, "{bytes:?} from {at}");
+                let stop = bytes.get(expected).copied().unwrap_or(0);
+                assert_eq!(
+                    scan_plain(&bytes, at),
+                    (expected, stop),
+                    "{bytes:?} from {at}"
+                );
             }
         }
     }
