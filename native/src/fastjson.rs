@@ -535,8 +535,8 @@ fn digits_end(bytes: &[u8], mut at: usize) -> usize {
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     const THREES: u64 = 0x3030_3030_3030_3030;
     const SIXES: u64 = 0x0606_0606_0606_0606;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*chunk);
         // A byte is a digit when its high nibble is 3, and still is with 6 added (0x30 to
         // 0x39). Only a byte of 0xFA or more carries into the next one, and it is not a
         // digit, so every byte up to the first non-digit is judged exactly.
@@ -607,8 +607,8 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
             _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
         }
     };
-    while let Some(chunk) = bytes.get(at..at + 16) {
-        let chunk: &[u8; 16] = chunk.try_into().expect("sixteen bytes");
+    // Not `get(at..at + 16)`, which also checked that `at + 16` does not overflow.
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
         let found = stops(chunk);
         if found != 0 {
             // A 16-bit mask that is not zero: its lowest set bit is below 16.
