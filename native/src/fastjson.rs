@@ -38,17 +38,11 @@ fn fields_of(projection: &Projection) -> Wanted<'_> {
 /// Parse one line under `projection` (maps, arrays and unescaped strings into `arena`), or
 /// `None` where serde must decide (see the module).
 pub fn parse<'a>(line: &'a [u8], projection: &Projection, arena: &'a Bump) -> Option<Json<'a>> {
-    // JSON's structure is ASCII, so one check of the whole line makes every string valid
-    // UTF-8 and every slice between ASCII delimiters a `str`. Serde accepts invalid UTF-8
-    // inside skipped strings; such a line falls back.
-    let text = if is_ascii(line) {
-        // SAFETY: ASCII is valid UTF-8.
-        unsafe { std::str::from_utf8_unchecked(line) }
-    } else {
-        std::str::from_utf8(line).ok()?
-    };
+    // JSON's structure is ASCII, so bytes past ASCII can only be inside strings, and every
+    // string is scanned, which stops at each of them to check its character (`past_char`):
+    // a line this accepts is valid UTF-8 without a pass of its own to check that. Serde
+    // accepts invalid UTF-8 inside skipped strings; such a line falls back.
     let mut parser = Parser {
-        text,
         bytes: line,
         pos: 0,
         arena,
@@ -95,7 +89,6 @@ pub fn identical(a: &Json, b: &Json, line: &[u8]) -> bool {
 }
 
 struct Parser<'a> {
-    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
     arena: &'a Bump,
@@ -224,27 +217,31 @@ impl<'a> Parser<'a> {
     #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        let (end, stop) = scan_plain(self.bytes, start);
-        match stop {
-            b'"' => {
-                self.pos = end + 1;
-                Some(self.between_quotes(start, end))
+        let mut from = start;
+        loop {
+            let (end, stop) = scan_plain(self.bytes, from);
+            match stop {
+                b'"' => {
+                    self.pos = end + 1;
+                    return Some(self.between_quotes(start, end));
+                }
+                b'\\' => return self.escaped(start, end),
+                0x80.. => from = past_char(self.bytes, end)?,
+                // A raw control character, which serde rejects.
+                _ => return None,
             }
-            b'\\' => self.escaped(start, end),
-            // A raw control character, which serde rejects.
-            _ => None,
         }
     }
 
-    /// The text from `start` to `end`, which are just after and at ASCII delimiters (the
-    /// quotes of a string): char boundaries of the line, itself valid UTF-8.
+    /// The text from `start` to `end`, the inside of a string whose run to its closing
+    /// quote at `end` was scanned: ASCII bytes, and characters `past_char` checked.
     #[inline(always)]
     fn between_quotes(&self, start: usize, end: usize) -> &'a str {
-        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
-        // SAFETY: `text` is a `str`, and both ends are char boundaries (above); the range
-        // is in bounds because `end` is the index of a byte found in it. Checked slicing
-        // tested both boundaries again for every string of every event.
-        unsafe { self.text.get_unchecked(start..end) }
+        debug_assert!(std::str::from_utf8(&self.bytes[start..end]).is_ok());
+        // SAFETY: the range is in bounds, `end` being the index of a quote found in it
+        // after `start`; it is valid UTF-8 (above). Checked conversion and slicing looked
+        // at every byte and both boundaries again for every string of every event.
+        unsafe { std::str::from_utf8_unchecked(self.bytes.get_unchecked(start..end)) }
     }
 
     /// The rest of a string from `start`, whose first escape is at `at`.
@@ -254,17 +251,20 @@ impl<'a> Parser<'a> {
         let mut out = String::with_capacity(at - start + 16);
         let mut segment = start;
         loop {
+            // Each segment is text between escapes and quotes, checked as it was scanned.
+            let text = |to| std::str::from_utf8(&self.bytes[segment..to]).ok();
             match *self.bytes.get(at)? {
                 b'"' => {
-                    out.push_str(&self.text[segment..at]);
+                    out.push_str(text(at)?);
                     self.pos = at + 1;
                     return Some(self.arena.alloc_str(&out));
                 }
                 b'\\' => {
-                    out.push_str(&self.text[segment..at]);
+                    out.push_str(text(at)?);
                     at = self.unescape(at + 1, &mut out)?;
                     segment = at;
                 }
+                0x80.. => at = past_char(self.bytes, at)?,
                 _ => return None,
             }
             at = scan_plain(self.bytes, at).0;
@@ -456,9 +456,25 @@ fn skip_string(bytes: &[u8], mut at: usize) -> Option<usize> {
         match stop {
             b'"' => return Some(end + 1),
             b'\\' => at = skip_escape(bytes, end + 1)?,
+            0x80.. => at = past_char(bytes, end)?,
             _ => return None,
         }
     }
+}
+
+/// The index after the character at `at`, whose first byte is past ASCII, or `None` where
+/// that is not the start of a valid UTF-8 character.
+#[cold]
+#[inline(never)]
+fn past_char(bytes: &[u8], at: usize) -> Option<usize> {
+    let width = match *bytes.get(at)? {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let char = bytes.get(at..at + width)?;
+    std::str::from_utf8(char).is_ok().then_some(at + width)
 }
 
 /// An escape in a skipped string, its letter at `at`: the index after it.
@@ -552,36 +568,11 @@ fn digits_end(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Whether every byte is ASCII: most event lines are, and then they need no UTF-8 check.
-/// With SSE2, sixteen bytes at a time (a third of `from_utf8`'s cost on such lines).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn is_ascii(bytes: &[u8]) -> bool {
-    use std::arch::x86_64::{
-        __m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128,
-    };
-    let mut chunks = bytes.chunks_exact(16);
-    // SAFETY: SSE2 is always enabled on x86-64, and each load reads exactly the 16 bytes
-    // of its chunk (unaligned loads being allowed).
-    let high = unsafe {
-        let mut seen = _mm_setzero_si128();
-        for chunk in chunks.by_ref() {
-            seen = _mm_or_si128(seen, _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>()));
-        }
-        _mm_movemask_epi8(seen)
-    };
-    high == 0 && chunks.remainder().is_ascii()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn is_ascii(bytes: &[u8]) -> bool {
-    bytes.is_ascii()
-}
-
 /// The index of the first byte from `at` that ends a plain run inside a string (a quote, a
-/// backslash or a control character, which serde rejects raw), and that byte; at the end of
-/// `bytes`, its length and 0 (a control character too). Returning the byte spares every
-/// caller a bounds check to read it again.
+/// backslash, a control character, which serde rejects raw, or a byte past ASCII, whose
+/// character is to be checked), and that byte; at the end of `bytes`, its length and 0 (a
+/// control character too). Returning the byte spares every caller a bounds check to read
+/// it again.
 ///
 /// Sixteen bytes at a time with SSE2, which every x86-64 processor has: most strings of an
 /// event are shorter than that, so one compare finds their end (the word-at-a-time loop
@@ -590,10 +581,11 @@ fn is_ascii(bytes: &[u8]) -> bool {
 #[inline(always)]
 fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    // The positions in these 16 bytes of a quote, a backslash or a byte below 0x20.
+    // The positions in these 16 bytes of a quote, a backslash, or a byte below 0x20 or
+    // past 0x7f.
     let stops = |chunk: &[u8; 16]| -> u32 {
         // SAFETY: SSE2 is always enabled on x86-64 (the intrinsics only need it), and the
         // load reads exactly the 16 bytes of `chunk`, unaligned loads being allowed.
@@ -601,10 +593,9 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
             let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
             let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            // Unsigned `v <= 0x1f` is `max(v, 0x1f) == 0x1f`.
-            let limit = _mm_set1_epi8(0x1f);
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+            // Signed, the bytes past 0x7f are negative, so below 0x20 too.
+            let other = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), other)) as u32
         }
     };
     // Not `get(at..at + 16)`, which also checked that `at + 16` does not overflow.
@@ -639,7 +630,8 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
         let quote = quote.wrapping_sub(ONES) & !quote;
         let backslash = word ^ (ONES * u64::from(b'\\'));
         let backslash = backslash.wrapping_sub(ONES) & !backslash;
-        let hits = (control | quote | backslash) & (ONES << 7);
+        // A byte past 0x7f has its high bit set already.
+        let hits = (control | quote | backslash | word) & (ONES << 7);
         if hits != 0 {
             let i = (hits.trailing_zeros() / 8) as usize;
             return (at + i, chunk[i]);
@@ -647,7 +639,7 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
         at += 8;
     }
     while let Some(&b) = bytes.get(at) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
+        if b == b'"' || b == b'\\' || b < 0x20 || b > 0x7f {
             return (at, b);
         }
         at += 1;
@@ -861,6 +853,25 @@ mod tests {
             (br#"{"skip":"a\u12zz"}"#, false),
             (br#"{"skip":"a\q"}"#, false),
             (br#"{"skip":"\u00e9\n\ud800"}"#, false),
+            // Characters past ASCII, each checked where a scan stops at it: kept, skipped,
+            // in keys, next to escapes, across 16-byte chunks, and invalid ones.
+            ("{\"a\":\"😀é€\",\"skip\":\"ü\"}".as_bytes(), true),
+            ("{\"é\":[\"0123456789abcdé\",\"0123456789abcdeé\"]}".as_bytes(), true),
+            ("{\"a\":\"é\\n😀\\té\",\"skip\":\"é\\nü\"}".as_bytes(), true),
+            ("\"ü\"".as_bytes(), true),
+            (b"{\"a\":\"\xc0\x80\"}", false),
+            (b"{\"skip\":\"\xc0\x80\"}", false),
+            (b"{\"skip\":\"\xed\xa0\x80\"}", false),
+            (b"{\"skip\":\"\xf4\x90\x80\x80\"}", false),
+            (b"{\"skip\":\"\xf5\x80\x80\x80\"}", false),
+            (b"{\"skip\":\"\x80\"}", false),
+            (b"{\"skip\":\"\xc3\"}", false),
+            (b"{\"skip\":\"\xe2\x82\"}", false),
+            (b"{\"a\":\"\xe2\x82", false),
+            (b"{\"a\":\"x\\n\xff\"}", false),
+            (b"{\"a\":\"x\\n\xc3\xa9\"}", true),
+            (b"{\"a\":1}\xc3\xa9", false),
+            (b"{\"a\":\xc3\xa9}", false),
             (br#"{"skip":fals}"#, false),
             (br#"{"skip":nulll}"#, false),
         ];
@@ -1076,20 +1087,6 @@ mod tests {
     }
 
     #[test]
-    fn ascii_is_told_from_the_rest() {
-        for len in 0..70 {
-            let mut bytes = vec![b'a'; len];
-            assert!(is_ascii(&bytes));
-            for at in 0..len {
-                bytes[at] = 0x80 | (at as u8);
-                assert!(!is_ascii(&bytes), "{len} {at}");
-                bytes[at] = 0x7f;
-                assert!(is_ascii(&bytes), "{len} {at}");
-            }
-        }
-    }
-
-    #[test]
     fn plain_runs_end_where_a_byte_search_ends_them() {
         let mut rng = XorShift(0x5EED_0F5C_A2A2);
         let alphabet = [b'a', b'"', b'\\', 0x00, 0x1f, b' ', 0x7f, 0x80, 0xff, b'z'];
@@ -1104,7 +1101,7 @@ mod tests {
                 .collect();
             for at in 0..=len {
                 let expected = (at..len)
-                    .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0x00..=0x1f))
+                    .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0x00..=0x1f | 0x80..))
                     .unwrap_or(len);
                 let stop = bytes.get(expected).copied().unwrap_or(0);
                 assert_eq!(
