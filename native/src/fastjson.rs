@@ -38,24 +38,18 @@ fn fields_of(projection: &Projection) -> Wanted<'_> {
 /// Parse one line under `projection` (maps, arrays and unescaped strings into `arena`), or
 /// `None` where serde must decide (see the module).
 pub fn parse<'a>(line: &'a [u8], projection: &Projection, arena: &'a Bump) -> Option<Json<'a>> {
-    // JSON's structure is ASCII, so one check of the whole line makes every string valid
-    // UTF-8 and every slice between ASCII delimiters a `str`. Serde accepts invalid UTF-8
-    // inside skipped strings; such a line falls back.
-    let text = if is_ascii(line) {
-        // SAFETY: ASCII is valid UTF-8.
-        unsafe { std::str::from_utf8_unchecked(line) }
-    } else {
-        std::str::from_utf8(line).ok()?
-    };
+    // JSON's structure is ASCII, so bytes past ASCII can only be inside strings, and every
+    // string is scanned, which stops at each of them to check its character (`past_char`):
+    // a line this accepts is valid UTF-8 without a pass of its own to check that. Serde
+    // accepts invalid UTF-8 inside skipped strings; such a line falls back.
     let mut parser = Parser {
-        text,
         bytes: line,
         pos: 0,
         arena,
     };
     let value = parser.value(fields_of(projection), 0)?;
-    parser.skip_whitespace();
-    (parser.pos == line.len()).then_some(value)
+    // Nothing but whitespace may follow.
+    token(line, parser.pos).is_none().then_some(value)
 }
 
 /// Check the contract on one line: `Ok(true)` when this parser gave the value serde gives,
@@ -95,32 +89,18 @@ pub fn identical(a: &Json, b: &Json, line: &[u8]) -> bool {
 }
 
 struct Parser<'a> {
-    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
     arena: &'a Bump,
 }
 
 impl<'a> Parser<'a> {
-    /// Exactly serde's whitespace: no form feed, no BOM, no Unicode spaces.
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
-    }
-
     /// The next byte that is not whitespace, not consumed; `None` at the end.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
-        // Event lines are compact: a token almost always starts right here.
-        match self.bytes.get(self.pos) {
-            Some(&b) if b > b' ' => Some(b),
-            _ => {
-                self.skip_whitespace();
-                self.bytes.get(self.pos).copied()
-            }
-        }
+        let (b, at) = token(self.bytes, self.pos)?;
+        self.pos = at;
+        Some(b)
     }
 
     /// Consume `expected` (after whitespace), or fail.
@@ -149,28 +129,19 @@ impl<'a> Parser<'a> {
             }
             b'-' | b'0'..=b'9' => self.number()?,
             b't' => {
-                self.skip_literal(b"true")?;
+                self.pos = literal(self.bytes, self.pos, b"true")?;
                 Json::Bool(true)
             }
             b'f' => {
-                self.skip_literal(b"false")?;
+                self.pos = literal(self.bytes, self.pos, b"false")?;
                 Json::Bool(false)
             }
             b'n' => {
-                self.skip_literal(b"null")?;
+                self.pos = literal(self.bytes, self.pos, b"null")?;
                 Json::Unit
             }
             _ => return None,
         })
-    }
-
-    fn skip_literal(&mut self, word: &[u8]) -> Option<()> {
-        if self.bytes[self.pos..].starts_with(word) {
-            self.pos += word.len();
-            Some(())
-        } else {
-            None
-        }
     }
 
     /// A map whose keys are wanted as `fields` says; entries keep the input's order,
@@ -246,27 +217,31 @@ impl<'a> Parser<'a> {
     #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        let end = scan_plain(self.bytes, start);
-        match *self.bytes.get(end)? {
-            b'"' => {
-                self.pos = end + 1;
-                Some(self.between_quotes(start, end))
+        let mut from = start;
+        loop {
+            let (end, stop) = scan_plain(self.bytes, from);
+            match stop {
+                b'"' => {
+                    self.pos = end + 1;
+                    return Some(self.between_quotes(start, end));
+                }
+                b'\\' => return self.escaped(start, end),
+                0x80.. => from = past_char(self.bytes, end)?,
+                // A raw control character, which serde rejects.
+                _ => return None,
             }
-            b'\\' => self.escaped(start, end),
-            // A raw control character, which serde rejects.
-            _ => None,
         }
     }
 
-    /// The text from `start` to `end`, which are just after and at ASCII delimiters (the
-    /// quotes of a string): char boundaries of the line, itself valid UTF-8.
+    /// The text from `start` to `end`, the inside of a string whose run to its closing
+    /// quote at `end` was scanned: ASCII bytes, and characters `past_char` checked.
     #[inline(always)]
     fn between_quotes(&self, start: usize, end: usize) -> &'a str {
-        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
-        // SAFETY: `text` is a `str`, and both ends are char boundaries (above); the range
-        // is in bounds because `end` is the index of a byte found in it. Checked slicing
-        // tested both boundaries again for every string of every event.
-        unsafe { self.text.get_unchecked(start..end) }
+        debug_assert!(std::str::from_utf8(&self.bytes[start..end]).is_ok());
+        // SAFETY: the range is in bounds, `end` being the index of a quote found in it
+        // after `start`; it is valid UTF-8 (above). Checked conversion and slicing looked
+        // at every byte and both boundaries again for every string of every event.
+        unsafe { std::str::from_utf8_unchecked(self.bytes.get_unchecked(start..end)) }
     }
 
     /// The rest of a string from `start`, whose first escape is at `at`.
@@ -276,20 +251,23 @@ impl<'a> Parser<'a> {
         let mut out = String::with_capacity(at - start + 16);
         let mut segment = start;
         loop {
+            // Each segment is text between escapes and quotes, checked as it was scanned.
+            let text = |to| std::str::from_utf8(&self.bytes[segment..to]).ok();
             match *self.bytes.get(at)? {
                 b'"' => {
-                    out.push_str(&self.text[segment..at]);
+                    out.push_str(text(at)?);
                     self.pos = at + 1;
                     return Some(self.arena.alloc_str(&out));
                 }
                 b'\\' => {
-                    out.push_str(&self.text[segment..at]);
+                    out.push_str(text(at)?);
                     at = self.unescape(at + 1, &mut out)?;
                     segment = at;
                 }
+                0x80.. => at = past_char(self.bytes, at)?,
                 _ => return None,
             }
-            at = scan_plain(self.bytes, at);
+            at = scan_plain(self.bytes, at).0;
         }
     }
 
@@ -361,94 +339,155 @@ impl<'a> Parser<'a> {
 
     /// Skip a value nobody reads, validating it as serde's `ignore_value` does (or more
     /// strictly: nesting is bounded here).
+    ///
+    /// Skipped values are most of an event's tokens, so this is one loop over them with the
+    /// open containers kept as bits, where a call per value (and its `Option`, and its
+    /// saved registers) cost about half of it.
     fn skip_value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'{' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
-                self.pos += 1;
-                if self.peek()? == b'}' {
-                    self.pos += 1;
-                    return Some(());
-                }
-                loop {
-                    self.eat(b'"')?;
-                    self.skip_string()?;
-                    self.eat(b':')?;
-                    self.skip_value(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b'}' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+        let bytes = self.bytes;
+        let mut at = self.pos;
+        // Bit `n` is set when the container `n` levels out from the innermost open one is a
+        // map (and clear for an array); `open` counts them, so it never reaches 64.
+        let mut maps = 0u64;
+        let mut open = 0usize;
+        loop {
+            let (b, here) = token(bytes, at)?;
+            at = match b {
+                b'"' => skip_string(bytes, here + 1)?,
+                b'{' | b'[' => {
+                    if depth + open >= MAX_DEPTH {
+                        return None;
+                    }
+                    let (next, inside) = token(bytes, here + 1)?;
+                    // `}` and `]` are two past their openers in ASCII.
+                    if next == b + 2 {
+                        inside + 1
+                    } else {
+                        open += 1;
+                        maps = maps << 1 | u64::from(b == b'{');
+                        at = if b == b'{' {
+                            skip_key(bytes, inside)?
+                        } else {
+                            inside
+                        };
+                        continue;
                     }
                 }
-            }
-            b'[' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
-                self.pos += 1;
-                if self.peek()? == b']' {
-                    self.pos += 1;
+                b'-' | b'0'..=b'9' => scan_number(bytes, here)?.0,
+                b't' => literal(bytes, here, b"true")?,
+                b'f' => literal(bytes, here, b"false")?,
+                b'n' => literal(bytes, here, b"null")?,
+                _ => return None,
+            };
+            // After a value: a comma and the next one (after its key, in a map), or the
+            // closer of the innermost container, which is itself a value that ended.
+            loop {
+                if open == 0 {
+                    self.pos = at;
                     return Some(());
                 }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b']' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
+                let (b, here) = token(bytes, at)?;
+                let in_map = maps & 1 == 1;
+                if b == b',' {
+                    at = if in_map {
+                        skip_key(bytes, here + 1)?
+                    } else {
+                        here + 1
+                    };
+                    break;
                 }
+                if b != if in_map { b'}' } else { b']' } {
+                    return None;
+                }
+                at = here + 1;
+                maps >>= 1;
+                open -= 1;
             }
-            b'"' => {
-                self.pos += 1;
-                self.skip_string()
-            }
-            b'-' | b'0'..=b'9' => {
-                // Serde does not check the range of a skipped number (`1e400` is fine).
-                self.pos = scan_number(self.bytes, self.pos)?.0;
-                Some(())
-            }
-            b't' => self.skip_literal(b"true"),
-            b'f' => self.skip_literal(b"false"),
-            b'n' => self.skip_literal(b"null"),
-            _ => None,
         }
     }
+}
 
-    /// Skip a string, its opening quote consumed, checking escapes as serde's `ignore_str`
-    /// does: a `\u` needs four hex digits but may be any code unit.
-    #[inline(always)]
-    fn skip_string(&mut self) -> Option<()> {
-        let mut at = self.pos;
-        loop {
-            at = scan_plain(self.bytes, at);
-            match *self.bytes.get(at)? {
-                b'"' => {
-                    self.pos = at + 1;
-                    return Some(());
-                }
-                b'\\' => {
-                    at = match *self.bytes.get(at + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
-                        b'u' => {
-                            hex4(self.bytes, at + 2)?;
-                            at + 6
-                        }
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
+/// The first byte from `at` that is not whitespace, and its index; `None` at the end.
+#[inline(always)]
+fn token(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    // Event lines are compact: a token almost always starts right here.
+    match bytes.get(at) {
+        Some(&b) if b > b' ' => Some((b, at)),
+        _ => token_after_space(bytes, at),
+    }
+}
+
+/// The same, past whitespace: exactly serde's (no form feed, no BOM, no Unicode spaces).
+#[cold]
+#[inline(never)]
+fn token_after_space(bytes: &[u8], mut at: usize) -> Option<(u8, usize)> {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(at) {
+        at += 1;
+    }
+    bytes.get(at).map(|&b| (b, at))
+}
+
+/// `word` (a literal) at `at`: the index after it. The word is a constant where this is
+/// inlined, so the comparison is one load and compare, not a call to `bcmp`.
+#[inline(always)]
+fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    (bytes.get(at..at + word.len())? == word).then_some(at + word.len())
+}
+
+/// A skipped map's key from `at` (its opening quote, maybe after whitespace) through the
+/// colon after it: the index after the colon.
+#[inline(always)]
+fn skip_key(bytes: &[u8], at: usize) -> Option<usize> {
+    let (quote, at) = token(bytes, at)?;
+    if quote != b'"' {
+        return None;
+    }
+    let (colon, at) = token(bytes, skip_string(bytes, at + 1)?)?;
+    (colon == b':').then_some(at + 1)
+}
+
+/// Skip a string from `at` (its opening quote consumed): the index after its closing
+/// quote. Escapes are checked as serde's `ignore_str` checks them: a `\u` needs four hex
+/// digits but may be any code unit.
+#[inline(always)]
+fn skip_string(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let (end, stop) = scan_plain(bytes, at);
+        match stop {
+            b'"' => return Some(end + 1),
+            b'\\' => at = skip_escape(bytes, end + 1)?,
+            0x80.. => at = past_char(bytes, end)?,
+            _ => return None,
         }
+    }
+}
+
+/// The index after the character at `at`, whose first byte is past ASCII, or `None` where
+/// that is not the start of a valid UTF-8 character.
+#[cold]
+#[inline(never)]
+fn past_char(bytes: &[u8], at: usize) -> Option<usize> {
+    let width = match *bytes.get(at)? {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let char = bytes.get(at..at + width)?;
+    std::str::from_utf8(char).is_ok().then_some(at + width)
+}
+
+/// An escape in a skipped string, its letter at `at`: the index after it.
+#[cold]
+#[inline(never)]
+fn skip_escape(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => {
+            hex4(bytes, at + 1)?;
+            Some(at + 5)
+        }
+        _ => None,
     }
 }
 
@@ -462,86 +501,91 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
 
 /// The end of a number's text starting at `at` (JSON's grammar, as serde reads it), and
 /// whether it is a plain integer (no fraction, no exponent).
+#[inline(always)]
 fn scan_number(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
-    let digits_from = |mut at: usize| {
-        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        at
-    };
     if bytes.get(at) == Some(&b'-') {
         at += 1;
     }
     at = match *bytes.get(at)? {
         // One leading zero only: `01` leaves `1` behind, which nothing accepts.
         b'0' => at + 1,
-        b'1'..=b'9' => digits_from(at + 1),
+        b'1'..=b'9' => digits_end(bytes, at + 1),
         _ => return None,
     };
-    let mut plain = true;
+    match bytes.get(at) {
+        Some(b'.' | b'e' | b'E') => Some((fraction_and_exponent(bytes, at)?, false)),
+        _ => Some((at, true)),
+    }
+}
+
+/// The rest of a number whose integer part ends at `at`, where a fraction or an exponent
+/// starts: the index after it.
+#[cold]
+#[inline(never)]
+fn fraction_and_exponent(bytes: &[u8], mut at: usize) -> Option<usize> {
     if bytes.get(at) == Some(&b'.') {
-        let end = digits_from(at + 1);
+        let end = digits_end(bytes, at + 1);
         if end == at + 1 {
             return None;
         }
         at = end;
-        plain = false;
     }
     if let Some(b'e' | b'E') = bytes.get(at) {
         at += 1;
         if let Some(b'+' | b'-') = bytes.get(at) {
             at += 1;
         }
-        let end = digits_from(at);
+        let end = digits_end(bytes, at);
         if end == at {
             return None;
         }
         at = end;
-        plain = false;
     }
-    Some((at, plain))
+    Some(at)
 }
 
-/// Whether every byte is ASCII: most event lines are, and then they need no UTF-8 check.
-/// With SSE2, sixteen bytes at a time (a third of `from_utf8`'s cost on such lines).
-#[cfg(target_arch = "x86_64")]
+/// The end of the run of ASCII digits from `at`. Eight bytes at a time where eight are
+/// left: ports, ids and sizes have four to six digits, which took a compare each.
 #[inline(always)]
-fn is_ascii(bytes: &[u8]) -> bool {
-    use std::arch::x86_64::{
-        __m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128,
-    };
-    let mut chunks = bytes.chunks_exact(16);
-    // SAFETY: SSE2 is always enabled on x86-64, and each load reads exactly the 16 bytes
-    // of its chunk (unaligned loads being allowed).
-    let high = unsafe {
-        let mut seen = _mm_setzero_si128();
-        for chunk in chunks.by_ref() {
-            seen = _mm_or_si128(seen, _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>()));
+fn digits_end(bytes: &[u8], mut at: usize) -> usize {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*chunk);
+        // A byte is a digit when its high nibble is 3, and still is with 6 added (0x30 to
+        // 0x39). Only a byte of 0xFA or more carries into the next one, and it is not a
+        // digit, so every byte up to the first non-digit is judged exactly.
+        let not_digit = ((word & HIGH) ^ THREES) | ((word.wrapping_add(SIXES) & HIGH) ^ THREES);
+        if not_digit != 0 {
+            return at + (not_digit.trailing_zeros() / 8) as usize;
         }
-        _mm_movemask_epi8(seen)
-    };
-    high == 0 && chunks.remainder().is_ascii()
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+        at += 1;
+    }
+    at
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn is_ascii(bytes: &[u8]) -> bool {
-    bytes.is_ascii()
-}
-
-/// The index of the first byte from `at` that ends a plain run inside a string: a quote, a
-/// backslash or a control character (serde rejects raw ones); `bytes.len()` if none.
+/// The index of the first byte from `at` that ends a plain run inside a string (a quote, a
+/// backslash, a control character, which serde rejects raw, or a byte past ASCII, whose
+/// character is to be checked), and that byte; at the end of `bytes`, its length and 0 (a
+/// control character too). Returning the byte spares every caller a bounds check to read
+/// it again.
 ///
 /// Sixteen bytes at a time with SSE2, which every x86-64 processor has: most strings of an
 /// event are shorter than that, so one compare finds their end (the word-at-a-time loop
 /// below took two or three rounds, and was a tenth of the parse).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
+fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    // The positions in these 16 bytes of a quote, a backslash or a byte below 0x20.
+    // The positions in these 16 bytes of a quote, a backslash, or a byte below 0x20 or
+    // past 0x7f.
     let stops = |chunk: &[u8; 16]| -> u32 {
         // SAFETY: SSE2 is always enabled on x86-64 (the intrinsics only need it), and the
         // load reads exactly the 16 bytes of `chunk`, unaligned loads being allowed.
@@ -549,32 +593,35 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
             let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
             let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            // Unsigned `v <= 0x1f` is `max(v, 0x1f) == 0x1f`.
-            let limit = _mm_set1_epi8(0x1f);
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+            // Signed, the bytes past 0x7f are negative, so below 0x20 too.
+            let other = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), other)) as u32
         }
     };
-    while let Some(chunk) = bytes.get(at..at + 16) {
-        let found = stops(chunk.try_into().expect("sixteen bytes"));
+    // Not `get(at..at + 16)`, which also checked that `at + 16` does not overflow.
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+        let found = stops(chunk);
         if found != 0 {
-            return at + found.trailing_zeros() as usize;
+            // A 16-bit mask that is not zero: its lowest set bit is below 16.
+            let i = found.trailing_zeros() as usize & 15;
+            return (at + i, chunk[i]);
         }
         at += 16;
     }
-    // The last few bytes, padded with zeros: a control character, so the padding's first
-    // byte (the end of `bytes`) is found if nothing before it is.
+    // The last few bytes (fewer than 16), padded with zeros: a control character, so the
+    // padding's first byte (the end of `bytes`) is found if nothing before it is.
     let rest = bytes.get(at..).unwrap_or_default();
     let mut chunk = [0u8; 16];
     chunk[..rest.len()].copy_from_slice(rest);
-    at + stops(&chunk).trailing_zeros() as usize
+    let i = stops(&chunk).trailing_zeros() as usize & 15;
+    (at + i, chunk[i])
 }
 
 /// The same, eight bytes at a time, with the word tricks serde uses: a set high bit marks a
 /// byte that matched (bits may also be set above a match, never below the first one).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
+fn scan_plain(bytes: &[u8], mut at: usize) -> (usize, u8) {
     const ONES: u64 = u64::MAX / 255;
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
@@ -583,19 +630,21 @@ fn scan_plain(bytes: &[u8], mut at: usize) -> usize {
         let quote = quote.wrapping_sub(ONES) & !quote;
         let backslash = word ^ (ONES * u64::from(b'\\'));
         let backslash = backslash.wrapping_sub(ONES) & !backslash;
-        let hits = (control | quote | backslash) & (ONES << 7);
+        // A byte past 0x7f has its high bit set already.
+        let hits = (control | quote | backslash | word) & (ONES << 7);
         if hits != 0 {
-            return at + (hits.trailing_zeros() / 8) as usize;
+            let i = (hits.trailing_zeros() / 8) as usize;
+            return (at + i, chunk[i]);
         }
         at += 8;
     }
     while let Some(&b) = bytes.get(at) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return at;
+        if b == b'"' || b == b'\\' || b < 0x20 || b > 0x7f {
+            return (at, b);
         }
         at += 1;
     }
-    at
+    (at, 0)
 }
 
 #[cfg(test)]
@@ -766,6 +815,65 @@ mod tests {
             (br#"null"#, true),
             (br#"[{"a":1},"x",[true,false]]"#, true),
             (br#"{"a":"not a map","b":[{"c":1}],"x":{"y":"z"}}"#, true),
+            // Skipped containers: nesting of both kinds, empty ones, whitespace anywhere,
+            // numbers with fewer than eight bytes after them, and every misplaced closer.
+            (br#"{"skip":[1,{"a":[]},{},[[]],"s",true,null,false,-0.5e1],"a":1}"#, true),
+            (br#"{"skip": [ 1 , { "x" : [ 2 ] } , [ ] ] , "a" : 1 }"#, true),
+            (br#"{"skip":{"x":{"y":{"z":[{"w":{}}]}}}}"#, true),
+            (br#"{"skip":123456789}"#, true),
+            (br#"{"skip":12345678}"#, true),
+            (br#"{"skip":1234567}"#, true),
+            (br#"{"skip":0}"#, true),
+            (br#"{"skip":-7}"#, true),
+            (br#"{"skip":1.25}"#, true),
+            (br#"[12345678]"#, true),
+            (br#"123456789012"#, true),
+            (br#"{"skip":[}"#, false),
+            (br#"{"skip":{]}"#, false),
+            (br#"{"skip":[1}"#, false),
+            (br#"{"skip":{"x":1]}"#, false),
+            (br#"{"skip":[[1]}]}"#, false),
+            (br#"{"skip":{"x"}}"#, false),
+            (br#"{"skip":{"x" 1}}"#, false),
+            (br#"{"skip":{,}}"#, false),
+            (br#"{"skip":[,1]}"#, false),
+            (br#"{"skip":[1,,2]}"#, false),
+            (br#"{"skip":{"x":1,,"y":2}}"#, false),
+            (br#"{"skip":[1]]}"#, false),
+            (br#"{"skip":[1"#, false),
+            (br#"{"skip":{"x":1"#, false),
+            (br#"{"skip":{"x":"#, false),
+            (br#"{"skip":{"x""#, false),
+            (br#"{"skip":{"#, false),
+            (br#"{"skip":01}"#, false),
+            (br#"{"skip":1.}"#, false),
+            (br#"{"skip":1e+}"#, false),
+            (br#"{"skip":-}"#, false),
+            (br#"{"skip":"a\u12"}"#, false),
+            (br#"{"skip":"a\u12zz"}"#, false),
+            (br#"{"skip":"a\q"}"#, false),
+            (br#"{"skip":"\u00e9\n\ud800"}"#, false),
+            // Characters past ASCII, each checked where a scan stops at it: kept, skipped,
+            // in keys, next to escapes, across 16-byte chunks, and invalid ones.
+            ("{\"a\":\"😀é€\",\"skip\":\"ü\"}".as_bytes(), true),
+            ("{\"é\":[\"0123456789abcdé\",\"0123456789abcdeé\"]}".as_bytes(), true),
+            ("{\"a\":\"é\\n😀\\té\",\"skip\":\"é\\nü\"}".as_bytes(), true),
+            ("\"ü\"".as_bytes(), true),
+            (b"{\"a\":\"\xc0\x80\"}", false),
+            (b"{\"skip\":\"\xc0\x80\"}", false),
+            (b"{\"skip\":\"\xed\xa0\x80\"}", false),
+            (b"{\"skip\":\"\xf4\x90\x80\x80\"}", false),
+            (b"{\"skip\":\"\xf5\x80\x80\x80\"}", false),
+            (b"{\"skip\":\"\x80\"}", false),
+            (b"{\"skip\":\"\xc3\"}", false),
+            (b"{\"skip\":\"\xe2\x82\"}", false),
+            (b"{\"a\":\"\xe2\x82", false),
+            (b"{\"a\":\"x\\n\xff\"}", false),
+            (b"{\"a\":\"x\\n\xc3\xa9\"}", true),
+            (b"{\"a\":1}\xc3\xa9", false),
+            (b"{\"a\":\xc3\xa9}", false),
+            (br#"{"skip":fals}"#, false),
+            (br#"{"skip":nulll}"#, false),
         ];
         for &(input, fast) in cases {
             let taken = check_all(input);
@@ -979,20 +1087,6 @@ mod tests {
     }
 
     #[test]
-    fn ascii_is_told_from_the_rest() {
-        for len in 0..70 {
-            let mut bytes = vec![b'a'; len];
-            assert!(is_ascii(&bytes));
-            for at in 0..len {
-                bytes[at] = 0x80 | (at as u8);
-                assert!(!is_ascii(&bytes), "{len} {at}");
-                bytes[at] = 0x7f;
-                assert!(is_ascii(&bytes), "{len} {at}");
-            }
-        }
-    }
-
-    #[test]
     fn plain_runs_end_where_a_byte_search_ends_them() {
         let mut rng = XorShift(0x5EED_0F5C_A2A2);
         let alphabet = [b'a', b'"', b'\\', 0x00, 0x1f, b' ', 0x7f, 0x80, 0xff, b'z'];
@@ -1007,9 +1101,47 @@ mod tests {
                 .collect();
             for at in 0..=len {
                 let expected = (at..len)
-                    .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0x00..=0x1f))
+                    .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0x00..=0x1f | 0x80..))
                     .unwrap_or(len);
-                assert_eq!(scan_plain(&bytes, at), expected, "{bytes:?} from {at}");
+                let stop = bytes.get(expected).copied().unwrap_or(0);
+                assert_eq!(
+                    scan_plain(&bytes, at),
+                    (expected, stop),
+                    "{bytes:?} from {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn digit_runs_end_where_a_byte_search_ends_them() {
+        let mut rng = XorShift(0xD161_7500_0BAD_F00D);
+        // Around the digits, and bytes that carry when 6 is added to them.
+        let alphabet = [
+            b'/',
+            b':',
+            b'0',
+            b'9',
+            b'.',
+            b'e',
+            0x39 + 0x80,
+            0xfa,
+            0xff,
+            b' ',
+        ];
+        for _ in 0..20_000 {
+            let len = rng.below(24);
+            let bytes: std::vec::Vec<u8> = (0..len)
+                .map(|_| match rng.below(6) {
+                    0 => rng.pick(&alphabet),
+                    _ => b'0' + rng.below(10) as u8,
+                })
+                .collect();
+            for at in 0..=len {
+                let expected = (at..len)
+                    .find(|&i| !bytes[i].is_ascii_digit())
+                    .unwrap_or(len);
+                assert_eq!(digits_end(&bytes, at), expected, "{bytes:?} from {at}");
             }
         }
     }
