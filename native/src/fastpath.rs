@@ -1201,10 +1201,22 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
         Ok(Val::Str(text))
     }
 
-    /// The value of an expression. Kept small: the arms most evaluations take are here,
+    /// The value of an expression: literals and locals (most operands) right here, in the
+    /// caller, without a call that saves registers and sets up a frame for them.
+    #[inline(always)]
+    fn eval(&mut self, x: &'a X) -> R<Val<'a>> {
+        match x {
+            X::Lit(lit) => Ok(lit.val()),
+            X::Local(slot) => self.locals.get(*slot).cloned().ok_or(Fallback),
+            _ => self.node(x),
+        }
+    }
+
+    /// The value of any expression. Kept small: the arms most evaluations take are here,
     /// conditions go to [`Run::boolean`] and the rarer arms to [`Run::other`], so that the
     /// frame every call sets up and tears down stays small.
-    fn eval(&mut self, x: &'a X) -> R<Val<'a>> {
+    #[inline(never)]
+    fn node(&mut self, x: &'a X) -> R<Val<'a>> {
         Ok(match x {
             X::Lit(lit) => lit.val(),
             X::Local(slot) => self.locals.get(*slot).cloned().ok_or(Fallback)?,
