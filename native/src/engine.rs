@@ -741,7 +741,10 @@ fn run_batch<'a, I>(
     // whether their fast path was tried first).
     let mut decided: Vec<usize> = Vec::new();
     let mut interpret: Vec<(usize, bool)> = Vec::new();
+    // Strings the fast paths build for an event, dropped together before the next.
+    let mut scratch = Bump::new();
     for (index, input) in events {
+        scratch.reset();
         let event = match input {
             Ok(event) if event.is_map() => event,
             Ok(other) => {
@@ -810,6 +813,7 @@ fn run_batch<'a, I>(
                 bounds: rule.limits.window_bounds(),
                 can_enrich: rule.can_enrich,
                 time: &time,
+                scratch: &scratch,
             };
             let quiet = catch_unwind(AssertUnwindSafe(|| match &event {
                 Event::Json(json) => fast.quiet(json, natively.host, &side, cache),

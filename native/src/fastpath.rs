@@ -32,7 +32,7 @@ use rhai::{
 use smallvec::SmallVec;
 
 use crate::context::{self, EventTime, HostData, WindowCall, WindowOp};
-use crate::json::{same_text, Json};
+use crate::json::{same_text, Bump, Json};
 use crate::limits::Limits;
 use crate::matchers::{self, cidr_contains, entropy};
 use crate::windows::{window_micros, WindowBounds};
@@ -251,6 +251,9 @@ pub(crate) struct Side<'t> {
     pub can_enrich: bool,
     /// The event's time, parsed on first use: only window calls need it.
     pub time: &'t dyn Fn() -> EventTime,
+    /// Where strings the rule builds (`a + "|" + b`, `n.to_string()`) are put: emptied
+    /// after each event, so building one is a pointer bump, and nothing is freed one by one.
+    pub scratch: &'t Bump,
 }
 
 pub(crate) enum Step {
@@ -1190,7 +1193,7 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
         if text.len() > self.fast.max_string_size {
             return Err(Fallback);
         }
-        Ok(Val::Str(Text::Shared(text.into())))
+        Ok(Val::text(self.side.scratch.alloc_str(&text)))
     }
 
     /// A string a function returned as it was: Rhai checks its size all the same.
@@ -1342,14 +1345,13 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
                     }
                     texts.push(text);
                 }
-                // Short texts are joined on the stack and stored inline by the string
-                // itself: one allocation (its shared cell) instead of three.
-                let mut joined: SmallVec<[u8; 64]> = SmallVec::with_capacity(len);
+                // Joined once, in the event's scratch arena.
+                let mut joined =
+                    bumpalo::collections::String::with_capacity_in(len, self.side.scratch);
                 for text in &texts {
-                    joined.extend_from_slice(text.as_bytes());
+                    joined.push_str(text);
                 }
-                let joined = std::str::from_utf8(&joined).map_err(|_| Fallback)?;
-                Ok(Val::Str(Text::Shared(joined.into())))
+                Ok(Val::text(joined.into_bump_str()))
             }
             _ => Err(Fallback),
         }
@@ -1724,6 +1726,7 @@ mod tests {
             bounds: Limits::default().window_bounds(),
             can_enrich: true,
             time: &|| EventTime::Missing,
+            scratch: &crate::json::Bump::new(),
         };
         // Paths are cached on JSON events only (the rule's paths number from 0 here).
         let cache: Vec<std::cell::Cell<Slot>> = (0..256).map(|_| Default::default()).collect();
