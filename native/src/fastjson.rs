@@ -103,15 +103,20 @@ impl<'a> Parser<'a> {
         Some(b)
     }
 
+    /// The next byte that is not whitespace, consumed even where the caller then fails: a
+    /// parse that fails is dropped whole, so where it stopped does not matter, and one
+    /// store of the position per token is saved.
+    #[inline(always)]
+    fn next(&mut self) -> Option<u8> {
+        let (b, at) = token(self.bytes, self.pos)?;
+        self.pos = at + 1;
+        Some(b)
+    }
+
     /// Consume `expected` (after whitespace), or fail.
-    #[inline]
+    #[inline(always)]
     fn eat(&mut self, expected: u8) -> Option<()> {
-        if self.peek()? == expected {
-            self.pos += 1;
-            Some(())
-        } else {
-            None
-        }
+        (self.next()? == expected).then_some(())
     }
 
     /// Inlined into its callers (`map`, `array`), so that a scalar goes from registers into
@@ -176,12 +181,9 @@ impl<'a> Parser<'a> {
                 }
                 None => self.skip_value(depth)?,
             }
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(entries.into_bump_slice());
-                }
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(entries.into_bump_slice()),
                 _ => return None,
             }
         }
@@ -201,12 +203,9 @@ impl<'a> Parser<'a> {
         loop {
             let item = self.value(None, depth)?;
             items.push(item);
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Some(items.into_bump_slice());
-                }
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(items.into_bump_slice()),
                 _ => return None,
             }
         }
@@ -251,7 +250,8 @@ impl<'a> Parser<'a> {
         let mut out = String::with_capacity(at - start + 16);
         let mut segment = start;
         loop {
-            // Each segment is text between escapes and quotes, checked as it was scanned.
+            // A segment (between escapes and quotes) is valid UTF-8, its characters past ASCII
+            // checked as it was scanned; converted with a check all the same, this being rare.
             let text = |to| std::str::from_utf8(&self.bytes[segment..to]).ok();
             match *self.bytes.get(at)? {
                 b'"' => {
@@ -342,38 +342,51 @@ impl<'a> Parser<'a> {
     ///
     /// Skipped values are most of an event's tokens, so this is one loop over them with the
     /// open containers kept as bits, where a call per value (and its `Option`, and its
-    /// saved registers) cost about half of it.
+    /// saved registers) cost a fifth of the parse.
     fn skip_value(&mut self, depth: usize) -> Option<()> {
         let bytes = self.bytes;
         let mut at = self.pos;
         // Bit `n` is set when the container `n` levels out from the innermost open one is a
-        // map (and clear for an array); `open` counts them, so it never reaches 64.
+        // map (and clear for an array); `open` counts them, and stays below `MAX_DEPTH`
+        // (64), so the bits fit.
         let mut maps = 0u64;
         let mut open = 0usize;
         loop {
             let (b, here) = token(bytes, at)?;
             at = match b {
                 b'"' => skip_string(bytes, here + 1)?,
-                b'{' | b'[' => {
+                b'{' => {
                     if depth + open >= MAX_DEPTH {
                         return None;
                     }
                     let (next, inside) = token(bytes, here + 1)?;
-                    // `}` and `]` are two past their openers in ASCII.
-                    if next == b + 2 {
+                    if next == b'}' {
                         inside + 1
                     } else {
                         open += 1;
-                        maps = maps << 1 | u64::from(b == b'{');
-                        at = if b == b'{' {
-                            skip_key(bytes, inside)?
-                        } else {
-                            inside
-                        };
+                        maps = maps << 1 | 1;
+                        at = skip_key(bytes, (next, inside))?;
                         continue;
                     }
                 }
-                b'-' | b'0'..=b'9' => scan_number(bytes, here)?.0,
+                b'[' => {
+                    if depth + open >= MAX_DEPTH {
+                        return None;
+                    }
+                    let (next, inside) = token(bytes, here + 1)?;
+                    if next == b']' {
+                        inside + 1
+                    } else {
+                        open += 1;
+                        maps <<= 1;
+                        at = inside;
+                        continue;
+                    }
+                }
+                // Serde does not check the range of a skipped number (`1e400` is fine). A
+                // positive one's first digit is known here, and not read again.
+                b'1'..=b'9' => after_integer(bytes, digits_end(bytes, here + 1))?.0,
+                b'-' | b'0' => scan_number(bytes, here)?.0,
                 b't' => literal(bytes, here, b"true")?,
                 b'f' => literal(bytes, here, b"false")?,
                 b'n' => literal(bytes, here, b"null")?,
@@ -390,7 +403,7 @@ impl<'a> Parser<'a> {
                 let in_map = maps & 1 == 1;
                 if b == b',' {
                     at = if in_map {
-                        skip_key(bytes, here + 1)?
+                        skip_key(bytes, token(bytes, here + 1)?)?
                     } else {
                         here + 1
                     };
@@ -434,11 +447,10 @@ fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
     (bytes.get(at..at + word.len())? == word).then_some(at + word.len())
 }
 
-/// A skipped map's key from `at` (its opening quote, maybe after whitespace) through the
+/// A skipped map's key, from its first token (which its caller has read), through the
 /// colon after it: the index after the colon.
 #[inline(always)]
-fn skip_key(bytes: &[u8], at: usize) -> Option<usize> {
-    let (quote, at) = token(bytes, at)?;
+fn skip_key(bytes: &[u8], (quote, at): (u8, usize)) -> Option<usize> {
     if quote != b'"' {
         return None;
     }
@@ -506,12 +518,17 @@ fn scan_number(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
     if bytes.get(at) == Some(&b'-') {
         at += 1;
     }
-    at = match *bytes.get(at)? {
+    match *bytes.get(at)? {
         // One leading zero only: `01` leaves `1` behind, which nothing accepts.
-        b'0' => at + 1,
-        b'1'..=b'9' => digits_end(bytes, at + 1),
-        _ => return None,
-    };
+        b'0' => after_integer(bytes, at + 1),
+        b'1'..=b'9' => after_integer(bytes, digits_end(bytes, at + 1)),
+        _ => None,
+    }
+}
+
+/// The same for a number whose integer part ends at `at`.
+#[inline(always)]
+fn after_integer(bytes: &[u8], at: usize) -> Option<(usize, bool)> {
     match bytes.get(at) {
         Some(b'.' | b'e' | b'E') => Some((fraction_and_exponent(bytes, at)?, false)),
         _ => Some((at, true)),
