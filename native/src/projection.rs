@@ -12,7 +12,7 @@ use rhai::{ASTNode, Expr, AST, FLOAT, INT};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::json::{Bump, Json};
+use crate::json::{same_text, Bump, Json};
 
 /// The parts of a value that are needed.
 // A projection has a node per wanted map, built at load: their size does not matter, a
@@ -53,44 +53,6 @@ fn bucket(key: &[u8]) -> usize {
     (key.len() & 15) | (usize::from(key.first().copied().unwrap_or(0)) & 15) << 4
 }
 
-/// `a == b`, for keys: most field names are short, and for those two overlapping loads
-/// from each (or three bytes) decide it, where `==` called `bcmp` for every wanted key of
-/// every event.
-#[inline(always)]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    // The first and the last `N` bytes of `s`, which has at least `N`: all of it when it
-    // has at most twice as many.
-    fn ends<const N: usize>(s: &[u8]) -> (&[u8; N], &[u8; N]) {
-        let first = s.first_chunk().expect("long enough");
-        let last = s.last_chunk().expect("long enough");
-        (first, last)
-    }
-    if a.len() != b.len() {
-        return false;
-    }
-    match a.len() {
-        0 => true,
-        1..=3 => {
-            a[0] == b[0] && a[a.len() / 2] == b[a.len() / 2] && a[a.len() - 1] == b[a.len() - 1]
-        }
-        4..=8 => {
-            let word = |s| {
-                let (first, last) = ends::<4>(s);
-                u64::from(u32::from_le_bytes(*first)) | u64::from(u32::from_le_bytes(*last)) << 32
-            };
-            word(a) == word(b)
-        }
-        9..=16 => {
-            let words = |s| {
-                let (first, last) = ends::<8>(s);
-                (u64::from_le_bytes(*first), u64::from_le_bytes(*last))
-            };
-            words(a) == words(b)
-        }
-        _ => a == b,
-    }
-}
-
 impl Fields {
     pub fn entries(&self) -> &[(String, Projection)] {
         &self.entries
@@ -108,7 +70,7 @@ impl Fields {
     #[inline(always)]
     pub fn get(&self, key: &str) -> Option<&Projection> {
         fn found<'f>((k, p): &'f (String, Projection), key: &str) -> Option<&'f Projection> {
-            same_key(k.as_bytes(), key.as_bytes()).then_some(p)
+            same_text(k, key).then_some(p)
         }
         match self.table.0[bucket(key.as_bytes())] {
             0 => None,
@@ -459,31 +421,6 @@ mod tests {
                     assert!(fields.get(other).is_none(), "{other}");
                 }
             }
-        }
-    }
-
-    #[test]
-    fn keys_are_compared_byte_for_byte() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for _ in 0..50_000 {
-            let len = (next() % 24) as usize;
-            let a: Vec<u8> = (0..len).map(|_| b"ab"[(next() % 2) as usize]).collect();
-            let mut b = a.clone();
-            match next() % 3 {
-                0 if len > 0 => {
-                    let at = (next() % len as u64) as usize;
-                    b[at] ^= 1 << (next() % 8);
-                }
-                1 => b.push(b'a'),
-                _ => {}
-            }
-            assert_eq!(same_key(&a, &b), a == b, "{a:?} {b:?}");
         }
     }
 
