@@ -778,8 +778,8 @@ fn run_batch<'a, I>(
         let parsed_time = std::cell::OnceCell::new();
         let time = || *parsed_time.get_or_init(|| event.time());
         // Where each numbered path leads in this event, filled in as rules follow them: on
-        // the stack for the usual number of paths (written as one block; a `SmallVec`
-        // built it and then copied it, ~200 instructions an event).
+        // the stack for the usual number of paths (a `SmallVec` built the same array and then
+        // copied it into itself).
         let inline = [const { Cell::new(Slot::Unknown) }; PATHS_INLINE];
         let spilled: Vec<Cell<Slot>>;
         let cache: &[Cell<Slot>] = match &event {
