@@ -105,11 +105,11 @@ def run(count: int, batch: int, naive_count: int, rounds: int = 5) -> list[Resul
         batch_runs.append(_batch_path(chunks, fast_path=True))
         start = (r * share) % len(lines)
         naive_rates.append(_naive_rate(lines[start : start + share]))
-    ratios = [count / run[0] / rate for run, rate in zip(batch_runs, naive_rates, strict=True)]
-    elapsed, _, matches, totals = sorted(batch_runs, key=lambda run: run[0])[rounds // 2]
+    ratios = [count / b[0] / rate for b, rate in zip(batch_runs, naive_rates, strict=True)]
+    elapsed, _, matches, totals = sorted(batch_runs, key=lambda b: b[0])[rounds // 2]
     if rhai_matches != matches:
         raise SystemExit(f"fast path changed the alerts: {matches} vs {rhai_matches} without it")
-    latencies = [latency for run in batch_runs for latency in run[1]]
+    latencies = [latency for b in batch_runs for latency in b[1]]
     evals = totals["evals"]
     batch_rate = count / elapsed
     p99 = statistics.quantiles(latencies, n=100)[98] * 1000
