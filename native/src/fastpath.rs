@@ -194,16 +194,6 @@ pub(crate) enum X {
     If(Box<X>, Box<X>, Box<X>),
 }
 
-impl X {
-    /// The value of a literal.
-    fn lit_val(&self) -> Option<Val<'_>> {
-        match self {
-            X::Lit(lit) => Some(lit.val()),
-            _ => None,
-        }
-    }
-}
-
 /// A glob pattern without `?` or classes, and with stars only at either end, is a plain
 /// string test: what its regex (`(?s)\A...\z`, `*` as `.*`) matches, without running it.
 #[derive(Debug, PartialEq)]
@@ -1221,8 +1211,8 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
     #[inline(never)]
     fn node(&mut self, x: &'a X) -> R<Val<'a>> {
         Ok(match x {
-            X::Lit(lit) => lit.val(),
-            X::Local(slot) => self.locals.get(*slot).cloned().ok_or(Fallback)?,
+            // Read by `eval` itself, without coming here.
+            X::Lit(_) | X::Local(_) => return self.eval(x),
             X::Event(chain) => {
                 let event = self.event;
                 event.navigate(self, chain)?
@@ -1241,23 +1231,23 @@ impl<'a, 'e: 'a, N: Node> Run<'a, 'e, N> {
             | X::Literal(..)
             | X::InList(..)
             | X::Cidr(..) => Val::Bool(self.boolean(x)?),
-            // `x ?? "literal"`, the usual default.
-            X::Coalesce(items) if matches!(items[..], [_, X::Lit(_)]) => {
-                match self.eval(&items[0])? {
-                    Val::Unit => items[1].lit_val().ok_or(Fallback)?,
+            X::Coalesce(items) => match &items[..] {
+                // `x ?? "literal"`, the usual default.
+                [first, X::Lit(default)] => match self.eval(first)? {
+                    Val::Unit => default.val(),
                     value => value,
-                }
-            }
-            X::Coalesce(items) => {
-                let (last, first) = items.split_last().ok_or(Fallback)?;
-                for item in first {
-                    let value = self.eval(item)?;
-                    if !matches!(value, Val::Unit) {
-                        return Ok(value);
+                },
+                _ => {
+                    let (last, first) = items.split_last().ok_or(Fallback)?;
+                    for item in first {
+                        let value = self.eval(item)?;
+                        if !matches!(value, Val::Unit) {
+                            return Ok(value);
+                        }
                     }
+                    self.eval(last)?
                 }
-                self.eval(last)?
-            }
+            },
             X::If(condition, then, otherwise) => {
                 if self.boolean(condition)? {
                     self.eval(then)?
@@ -1652,24 +1642,14 @@ fn contains(haystack: &Val<'_>, needle: &Val<'_>) -> R<bool> {
         (Val::Str(h), Val::Str(n)) => return Ok(h.contains(&**n)),
         // An array constant (`x in ["a", "b"]`, or a `let` bound to one): its items are
         // compared where they are, without a value made for each.
-        (Val::Lits(items), Val::Str(n)) => {
+        (Val::Lits(items), Val::Str(_) | Val::Int(_)) => {
             let mut found = false;
             for item in *items {
-                match item {
-                    Lit::Str(s) => found |= same_text(s, n),
-                    Lit::Int(_) | Lit::Bool(_) | Lit::Unit => {}
-                    Lit::Float(_) | Lit::Arr(_) => return Err(Fallback),
-                }
-            }
-            return Ok(found);
-        }
-        (Val::Lits(items), Val::Int(n)) => {
-            let mut found = false;
-            for item in *items {
-                match item {
-                    Lit::Int(i) => found |= i == n,
-                    Lit::Str(_) | Lit::Bool(_) | Lit::Unit => {}
-                    Lit::Float(_) | Lit::Arr(_) => return Err(Fallback),
+                match (item, needle) {
+                    (Lit::Str(s), Val::Str(n)) => found |= same_text(s, n),
+                    (Lit::Int(i), Val::Int(n)) => found |= i == n,
+                    (Lit::Float(_) | Lit::Arr(_), _) => return Err(Fallback),
+                    _ => {}
                 }
             }
             return Ok(found);
